@@ -1,0 +1,1 @@
+"""Provider activities: one module per channel, one shared failure policy."""

@@ -1,0 +1,111 @@
+"""Email over SMTP (aiosmtplib), through a small pool of kept-open connections.
+
+The ``Message-ID`` is derived from the notification id and send cycle, so every attempt
+of one send carries the same one and a receiver can drop a second copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+import aiosmtplib
+
+from activities.providers.base import Provider, ProviderError
+from herald.contracts import SendRequest
+from herald.settings import Settings
+
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def _plain_text(body_html: str) -> str:
+    return html.unescape(_TAGS.sub("", body_html)).strip()
+
+
+def _header(value: str, name: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ProviderError(f"refused {name} header with a line break", permanent=True)
+    return value
+
+
+def build_message(request: SendRequest, sender: str) -> EmailMessage:
+    """The MIME message for one notification (HTML with a plain-text alternative)."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "herald.local"
+    msg = EmailMessage()
+    msg["From"] = _header(sender, "From")
+    msg["To"] = _header(request.address, "To")
+    msg["Subject"] = _header(request.message.subject or "", "Subject")
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<{request.idempotency_key}@{domain}>"
+    msg["X-Herald-Notification-Id"] = str(request.notification_id)
+    msg.set_content(_plain_text(request.message.body))
+    msg.add_alternative(request.message.body, subtype="html")
+    return msg
+
+
+class SmtpProvider(Provider):
+    """Sends through one SMTP relay, reusing up to ``pool_size`` connections."""
+
+    def __init__(self, settings: Settings, name: str = "smtp") -> None:
+        self.name = name
+        self._settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
+        self._slots = asyncio.Semaphore(settings.smtp_pool_size)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            timeout=s.provider_timeout_seconds,
+            start_tls=s.smtp_starttls,
+            username=s.smtp_username,
+            password=s.smtp_password,
+        )
+        await client.connect()
+        return client
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiosmtplib.SMTP]:
+        async with self._slots:
+            client = self._idle.pop() if self._idle else await self._connect()
+            try:
+                yield client
+            except BaseException:
+                client.close()
+                raise
+            self._idle.append(client)
+
+    async def deliver(self, request: SendRequest) -> str:
+        """Send one email; 4xx replies and dropped connections are transient, 5xx permanent."""
+        message = build_message(request, self._settings.email_from)
+        try:
+            async with self._connection() as client:
+                if not client.is_connected:
+                    await client.connect()
+                try:
+                    await client.send_message(message)
+                except aiosmtplib.SMTPServerDisconnected:
+                    # A kept-open connection the server had closed: one fresh try.
+                    await client.connect()
+                    await client.send_message(message)
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            refusal = next(iter(err.recipients))
+            raise ProviderError(
+                f"{refusal.code} {refusal.message}", permanent=refusal.code >= 500
+            ) from err
+        except aiosmtplib.SMTPResponseException as err:
+            raise ProviderError(f"{err.code} {err.message}", permanent=err.code >= 500) from err
+        except (aiosmtplib.SMTPException, TimeoutError) as err:
+            raise ProviderError(f"{type(err).__name__}: {err}", permanent=False) from err
+        return str(message["Message-ID"])
+
+    async def close(self) -> None:
+        """Close every kept-open connection."""
+        while self._idle:
+            self._idle.pop().close()

@@ -1,0 +1,41 @@
+"""SMS through the Twilio Messages API (form-encoded POST, basic auth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from activities.providers.http import HttpProvider
+from herald.contracts import SendRequest
+from herald.settings import Settings
+
+
+class TwilioProvider(HttpProvider):
+    """``POST {api}/2010-04-01/Accounts/{sid}/Messages.json``."""
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, name: str = "twilio") -> None:
+        super().__init__(client)
+        self.name = name
+        self._url = (
+            f"{settings.sms_api_url.rstrip('/')}/2010-04-01/Accounts/"
+            f"{settings.sms_account_sid}/Messages.json"
+        )
+        self.auth = httpx.BasicAuth(settings.sms_account_sid, settings.sms_auth_token)
+        self._sender = settings.sms_from
+
+    def build_request(self, request: SendRequest) -> httpx.Request:
+        """Form fields ``To``, ``From``, ``Body``; the idempotency key rides in a header."""
+        return self._client.build_request(
+            "POST",
+            self._url,
+            data={"To": request.address, "From": self._sender, "Body": request.message.body},
+            headers={
+                "I-Twilio-Idempotency-Token": request.idempotency_key,
+                "Idempotency-Key": request.idempotency_key,
+            },
+        )
+
+    def message_id(self, payload: Any) -> str:
+        """Twilio's message ``sid``."""
+        return str(payload["sid"])

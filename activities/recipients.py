@@ -1,0 +1,53 @@
+"""Recipient activity: who the user is on a channel, or why they cannot be reached."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+
+from herald.contracts import Channel, Recipient, RecipientLookup
+from herald.db import Device, User
+
+
+class RecipientActivities:
+    """Built once per core worker around the process's engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @activity.defn(name="load_recipient")
+    async def load_recipient(self, lookup: RecipientLookup) -> Recipient:
+        """Find the address for the channel; unknown, opted out or unreachable → suppressed."""
+        async with self._engine.connect() as conn:
+            user = (
+                await conn.execute(
+                    select(User.email, User.phone, User.locale, User.preferences).where(
+                        User.tenant_id == lookup.tenant_id, User.id == lookup.user_id
+                    )
+                )
+            ).first()
+            if user is None:
+                return Recipient(suppressed_reason=f"unknown user {lookup.user_id!r}")
+            if not (user.preferences or {}).get(lookup.channel.value, True):
+                return Recipient(suppressed_reason=f"user opted out of {lookup.channel.value}")
+            address: str | None
+            if lookup.channel is Channel.email:
+                address, missing = user.email, "user has no email address"
+            elif lookup.channel is Channel.sms:
+                address, missing = user.phone, "user has no phone number"
+            else:
+                address = (
+                    await conn.execute(
+                        select(Device.token)
+                        .where(
+                            Device.tenant_id == lookup.tenant_id, Device.user_id == lookup.user_id
+                        )
+                        .order_by(Device.id.desc())
+                        .limit(1)
+                    )
+                ).scalar()
+                missing = "user has no push device"
+        if not address:
+            return Recipient(suppressed_reason=missing)
+        return Recipient(address=address, locale=user.locale)

@@ -1,0 +1,129 @@
+"""Template activity: pick the template version for a locale and render it safely.
+
+Rendering uses jinja2's ``SandboxedEnvironment`` (no ``__class__``/``__globals__`` walks,
+bounded ``range``), ``StrictUndefined`` (a missing variable is an error, never an empty
+string) and autoescaping for email HTML. Every render error is permanent.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from sqlalchemy import RowMapping, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from herald.contracts import Channel, RenderedMessage, RenderRequest
+from herald.db import Template
+
+DEFAULT_LOCALE = "en"
+
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """A sandbox whose ``range`` stays small enough not to stall a worker."""
+
+    MAX_RANGE = 10_000
+
+
+_ENVIRONMENTS = {
+    autoescape: _BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined)
+    for autoescape in (False, True)
+}
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str, autoescape: bool) -> Any:
+    return _ENVIRONMENTS[autoescape].from_string(source)
+
+
+def render_source(source: str, data: dict[str, Any], *, autoescape: bool) -> str:
+    """Render one template string (compiled once per process and source)."""
+    return str(_compile(source, autoescape).render(**data))
+
+
+def pick_locale(available: list[str], wanted: str | None) -> str | None:
+    """Exact locale, then its language, then English, then whatever exists."""
+    candidates = []
+    if wanted:
+        candidates += [wanted, wanted.replace("_", "-").split("-")[0]]
+    candidates.append(DEFAULT_LOCALE)
+    lowered = {locale.lower(): locale for locale in available}
+    for candidate in candidates:
+        if candidate.lower() in lowered:
+            return lowered[candidate.lower()]
+    return sorted(available)[0] if available else None
+
+
+class TemplateActivities:
+    """Built once per core worker around the process's engine."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _load(self, request: RenderRequest) -> RowMapping | None:
+        """The latest (or the pinned) version in the best locale, in one query."""
+        query = (
+            select(Template.locale, Template.version, Template.subject, Template.body)
+            .where(
+                Template.tenant_id == request.tenant_id,
+                Template.key == request.template,
+                Template.channel == request.channel.value,
+            )
+            .distinct(Template.locale)
+            .order_by(Template.locale, Template.version.desc())
+        )
+        if request.version is not None:
+            query = query.where(Template.version == request.version)
+        async with self._engine.connect() as conn:
+            candidates = {row["locale"]: row for row in (await conn.execute(query)).mappings()}
+        locale = pick_locale(list(candidates), request.locale)
+        return None if locale is None else candidates[locale]
+
+    @activity.defn(name="render_template")
+    async def render_template(self, request: RenderRequest) -> RenderedMessage:
+        """Render the template for this notification, or fail it for good."""
+        template = await self._load(request)
+        if template is None:
+            raise ApplicationError(
+                f"template {request.template!r} has no {request.channel.value} version",
+                type="TemplateNotFound",
+                non_retryable=True,
+            )
+        where = f"template {request.template!r} v{template['version']} ({template['locale']})"
+        try:
+            body = render_source(
+                template["body"], request.data, autoescape=request.channel is Channel.email
+            )
+            subject = (
+                render_source(template["subject"], request.data, autoescape=False)
+                if template["subject"]
+                else None
+            )
+        except UndefinedError as err:
+            raise ApplicationError(
+                f"{where}: missing variable: {err.message}",
+                type="TemplateVariableMissing",
+                non_retryable=True,
+            ) from err
+        except SecurityError as err:
+            raise ApplicationError(
+                f"{where}: refused unsafe template operation: {err}",
+                type="TemplateUnsafe",
+                non_retryable=True,
+            ) from err
+        except (TemplateError, OverflowError, TypeError, ValueError) as err:
+            raise ApplicationError(
+                f"{where}: {type(err).__name__}: {err}",
+                type="TemplateRenderError",
+                non_retryable=True,
+            ) from err
+        return RenderedMessage(
+            template_version=template["version"],
+            locale=template["locale"],
+            subject=subject,
+            body=body,
+        )

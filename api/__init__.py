@@ -1,0 +1,1 @@
+"""The REST API (FastAPI): submissions, status, events, cancel and resend."""

@@ -1,0 +1,70 @@
+"""The FastAPI application: ``uvicorn api.main:app`` or ``herald api``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import Counter, Histogram
+from starlette.middleware.base import RequestResponseEndpoint
+
+from api.errors import install_error_handlers
+from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.routes import health, notifications, templates, users
+from api.services.notifications import Backends
+from herald.db import make_engine
+from herald.logs import configure_logging
+from herald.settings import Settings, get_settings
+from herald.temporal import connect
+from herald.tenants import ApiKeyCache
+
+REQUESTS = Counter(
+    "herald_api_requests_total", "API requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram("herald_api_request_seconds", "API request latency", ["method", "route"])
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """An app with its clients made in the lifespan and kept on ``app.state``."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        temporal = await connect(settings, lazy=True)
+        app.state.backends = Backends(engine=engine, temporal=temporal, settings=settings)
+        app.state.api_keys = ApiKeyCache(engine, settings.api_key_cache_seconds)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Herald",
+        version="1.0",
+        summary="Durable email, SMS and push notifications.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (users.router, templates.router, notifications.router, health.router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app() -> FastAPI:
+    """Factory for ``uvicorn --factory api.main:app``."""
+    settings = get_settings()
+    configure_logging(settings.log_level, component="api")
+    return create_app(settings)

@@ -1,0 +1,1 @@
+"""One router per resource; handlers parse, call a service and shape the answer."""

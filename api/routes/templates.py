@@ -1,0 +1,44 @@
+"""``/v1/templates``: versioned message templates."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from api.deps import EngineDep, TenantDep
+from api.errors import unprocessable
+from api.schemas import TemplateIn, TemplateOut, TemplateVersions
+from api.services import templates
+
+router = APIRouter(prefix="/v1/templates", tags=["templates"])
+
+
+@router.post("", status_code=201)
+async def create_template(body: TemplateIn, engine: EngineDep, tenant: TenantDep) -> TemplateOut:
+    """Create version 1 of a template for a channel and locale."""
+    return await templates.save_version(engine, tenant.id, body, first=True)
+
+
+@router.put("/{key}")
+async def add_version(
+    key: Annotated[str, Path(max_length=128)],
+    body: TemplateIn,
+    engine: EngineDep,
+    tenant: TenantDep,
+) -> TemplateOut:
+    """Store a new version; older versions stay readable."""
+    if body.key != key:
+        raise unprocessable("key", f"body key {body.key!r} does not match the path {key!r}")
+    return await templates.save_version(engine, tenant.id, body, first=False)
+
+
+@router.get("/{key}")
+async def get_template(
+    key: Annotated[str, Path(max_length=128)],
+    engine: EngineDep,
+    tenant: TenantDep,
+    version: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+) -> TemplateVersions:
+    """The latest version per channel and locale, or one version with ``?version=N``."""
+    return await templates.get_versions(engine, tenant.id, key, version)

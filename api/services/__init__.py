@@ -1,0 +1,1 @@
+"""What the routes call: one function per operation, no HTTP in here."""

@@ -1,0 +1,275 @@
+"""Submitting, reading, cancelling and resending notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import RowMapping, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.errors import ApiError, not_found, unprocessable
+from api.schemas import EventOut, NotificationOut, NotificationPage
+from herald import statuslog, submission
+from herald.contracts import (
+    CancelRequest,
+    Channel,
+    NotificationInput,
+    NotificationRequest,
+    Status,
+    workflow_id_for,
+)
+from herald.db import Notification, NotificationEvent
+from herald.settings import Settings
+from herald.tenants import TenantContext
+
+log = logging.getLogger(__name__)
+
+_NOTIFICATIONS = Notification.__table__
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The process-wide clients a request needs."""
+
+    engine: AsyncEngine
+    temporal: Client
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submission's outcome: ``created`` is False when an Idempotency-Key replayed it."""
+
+    notification: NotificationOut
+    created: bool
+
+
+def _out(row: RowMapping) -> NotificationOut:
+    return NotificationOut.model_validate(dict(row))
+
+
+async def _row(
+    engine: AsyncEngine, tenant_id: uuid.UUID, notification_id: uuid.UUID
+) -> RowMapping | None:
+    async with engine.connect() as conn:
+        return (
+            (
+                await conn.execute(
+                    select(_NOTIFICATIONS).where(
+                        Notification.id == notification_id, Notification.tenant_id == tenant_id
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+
+
+async def _replay(
+    engine: AsyncEngine, tenant: TenantContext, notification_id: uuid.UUID, fingerprint: str
+) -> Submitted | None:
+    row = await _row(engine, tenant.id, notification_id)
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        raise ApiError(409, "Idempotency-Key was already used with a different request body")
+    return Submitted(_out(row), created=False)
+
+
+def _accepted_view(notification: NotificationInput) -> NotificationOut:
+    return NotificationOut(
+        id=notification.notification_id,
+        channel=notification.channel,
+        user_id=notification.user_id,
+        template=notification.template,
+        template_version=None,
+        status=Status.accepted,
+        attempts=0,
+        provider=None,
+        provider_message_id=None,
+        last_error=None,
+        created_at=notification.created_at,
+        updated_at=notification.created_at,
+        send_at=notification.send_at,
+    )
+
+
+async def submit(
+    backends: Backends,
+    tenant: TenantContext,
+    request: NotificationRequest,
+    *,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> Submitted:
+    """Validate, start the workflow durably, then record ``accepted``."""
+    engine, settings = backends.engine, backends.settings
+    fingerprint = submission.request_hash(request)
+    if idempotency_key is not None:
+        notification_id = submission.idempotent_id(tenant.id, idempotency_key)
+        replay = await _replay(engine, tenant, notification_id, fingerprint)
+        if replay is not None:
+            return replay
+    else:
+        notification_id = uuid.uuid4()
+    if not await submission.template_exists(engine, tenant.id, request):
+        raise unprocessable(
+            "template", f"no {request.channel.value} template {request.template!r}; create it first"
+        )
+    notification = submission.build_input(
+        settings,
+        notification_id=notification_id,
+        tenant_id=tenant.id,
+        tenant=tenant.name,
+        request=request,
+        idempotency_key=idempotency_key,
+        request_id=request_id,
+    )
+    if not await submission.start_notification(backends.temporal, settings, notification):
+        # The same Idempotency-Key raced us: answer with the one that won.
+        for _ in range(50):
+            replay = await _replay(engine, tenant, notification_id, fingerprint)
+            if replay is not None:
+                return replay
+            await asyncio.sleep(0.1)
+        raise ApiError(409, "a request with this Idempotency-Key is still being accepted; retry")
+    try:
+        await statuslog.record_accepted(engine, notification)
+    except Exception:  # the workflow writes the same row as its first step
+        log.exception(
+            "accepted notification not yet recorded",
+            extra={"notification_id": str(notification_id)},
+        )
+    return Submitted(_accepted_view(notification), created=True)
+
+
+async def get_notification(
+    engine: AsyncEngine, tenant: TenantContext, notification_id: uuid.UUID
+) -> NotificationOut:
+    """One notification of this tenant."""
+    row = await _row(engine, tenant.id, notification_id)
+    if row is None:
+        raise not_found(f"notification {notification_id}")
+    return _out(row)
+
+
+async def list_events(
+    engine: AsyncEngine, tenant: TenantContext, notification_id: uuid.UUID
+) -> list[EventOut]:
+    """The append-only log, oldest first."""
+    await get_notification(engine, tenant, notification_id)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(
+                    NotificationEvent.status,
+                    NotificationEvent.attempt,
+                    NotificationEvent.at,
+                    NotificationEvent.detail,
+                    NotificationEvent.provider,
+                    NotificationEvent.cycle,
+                )
+                .where(NotificationEvent.notification_id == notification_id)
+                .order_by(NotificationEvent.at, NotificationEvent.id)
+            )
+        ).mappings()
+        return [EventOut.model_validate(dict(row)) for row in rows]
+
+
+def _encode_cursor(row: NotificationOut) -> str:
+    raw = json.dumps([row.created_at.isoformat(), str(row.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, notification_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(created_at), uuid.UUID(notification_id)
+    except (ValueError, TypeError) as err:
+        raise unprocessable("cursor", "cursor is not one this API returned", where="query") from err
+
+
+async def list_notifications(
+    engine: AsyncEngine,
+    tenant: TenantContext,
+    *,
+    status: Status | None,
+    channel: Channel | None,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> NotificationPage:
+    """Newest first, filtered, one page at a time."""
+    query = select(_NOTIFICATIONS).where(Notification.tenant_id == tenant.id)
+    if status is not None:
+        query = query.where(Notification.status == status.value)
+    if channel is not None:
+        query = query.where(Notification.channel == channel.value)
+    if user_id is not None:
+        query = query.where(Notification.user_id == user_id)
+    if cursor is not None:
+        created_at, last_id = _decode_cursor(cursor)
+        query = query.where(
+            tuple_(Notification.created_at, Notification.id) < tuple_(created_at, last_id)
+        )
+    query = query.order_by(Notification.created_at.desc(), Notification.id.desc()).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = [_out(row) for row in (await conn.execute(query)).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return NotificationPage(items=rows, next_cursor=_encode_cursor(rows[-1]) if more else None)
+
+
+async def cancel(
+    backends: Backends, tenant: TenantContext, notification_id: uuid.UUID
+) -> NotificationOut:
+    """Ask the workflow to stop; a notification that already ended is a 409."""
+    current = await get_notification(backends.engine, tenant, notification_id)
+    if current.status.terminal:
+        raise ApiError(409, f"notification is already {current.status.value}; nothing to cancel")
+    handle = backends.temporal.get_workflow_handle(workflow_id_for(notification_id))
+    try:
+        await handle.signal("cancel", CancelRequest())
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise ApiError(409, "notification has already finished; nothing to cancel") from err
+        raise
+    return current
+
+
+async def resend(
+    backends: Backends, tenant: TenantContext, notification_id: uuid.UUID
+) -> NotificationOut:
+    """Start a new send cycle of a notification that has ended."""
+    engine = backends.engine
+    row = await _row(engine, tenant.id, notification_id)
+    if row is None:
+        raise not_found(f"notification {notification_id}")
+    if not Status(row["status"]).terminal:
+        raise ApiError(409, f"notification is still {row['status']}; resend it once it has ended")
+    now = datetime.now(UTC)
+    notification = NotificationInput(
+        notification_id=notification_id,
+        tenant_id=tenant.id,
+        tenant=tenant.name,
+        channel=Channel(row["channel"]),
+        user_id=row["user_id"],
+        template=row["template"],
+        locale=row["locale"],
+        data=row["data"],
+        created_at=now,
+        cycle=row["cycle"] + 1,
+        retry=submission.retry_spec(backends.settings),
+        task_queue_prefix=backends.settings.task_queue_prefix,
+    )
+    await submission.start_resend(backends.temporal, backends.settings, notification)
+    await statuslog.record_accepted(engine, notification)
+    return _accepted_view(notification).model_copy(update={"cycle": notification.cycle})

@@ -1,0 +1,246 @@
+"""Pydantic models that cross process boundaries: REST bodies, AMQP messages,
+workflow and activity inputs and outputs.
+
+Every field added later gets a default, so running workflows keep decoding.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class Channel(StrEnum):
+    """The ways Herald can reach a user."""
+
+    email = "email"
+    sms = "sms"
+    push = "push"
+
+
+class Status(StrEnum):
+    """Where a notification is in its lifecycle (see DESIGN.md)."""
+
+    accepted = "accepted"
+    scheduled = "scheduled"
+    sending = "sending"
+    retrying = "retrying"
+    sent = "sent"
+    delivered = "delivered"
+    failed = "failed"
+    cancelled = "cancelled"
+    suppressed = "suppressed"
+
+    @property
+    def terminal(self) -> bool:
+        """True once nothing more will happen without a resend."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {Status.sent, Status.delivered, Status.failed, Status.cancelled, Status.suppressed}
+)
+
+UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+TemplateKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+Locale = Annotated[
+    str, Field(min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,8}([-_][A-Za-z0-9]{1,8})*$")
+]
+
+
+class NotificationBody(BaseModel):
+    """What a client sends to ask for a notification (channel fixed by the route or given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UserId
+    template: TemplateKey
+    locale: Locale | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    send_at: datetime | None = Field(
+        default=None, description="Deliver no earlier than this time (ISO 8601 with zone)."
+    )
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("send_at needs a timezone, e.g. 2030-01-01T09:00:00Z")
+        return value
+
+
+class NotificationRequest(NotificationBody):
+    """``POST /v1/notifications``: the body with the channel named."""
+
+    channel: Channel
+
+
+class QueuedNotification(NotificationRequest):
+    """A RabbitMQ ingest message: the REST body plus the producer's id and tenant name."""
+
+    id: uuid.UUID
+    tenant: str = Field(min_length=1, max_length=128)
+
+
+class RetrySpec(BaseModel):
+    """How the provider call is retried; turned into a Temporal ``RetryPolicy``."""
+
+    max_attempts: int = 3
+    initial_interval_seconds: float = 1.0
+    backoff_coefficient: float = 2.0
+    maximum_interval_seconds: float = 300.0
+    send_timeout_seconds: float = 30.0
+
+
+class NotificationInput(BaseModel):
+    """The input of one ``NotificationWorkflow`` run (one send cycle)."""
+
+    notification_id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant: str = ""
+    channel: Channel
+    user_id: str
+    template: str
+    locale: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    send_at: datetime | None = None
+    created_at: datetime
+    cycle: int = 1
+    template_version: int | None = None
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    request_id: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    task_queue_prefix: str = "herald"
+
+    @property
+    def workflow_id(self) -> str:
+        """The Temporal workflow id: the notification id, no PII."""
+        return workflow_id_for(self.notification_id)
+
+
+def workflow_id_for(notification_id: uuid.UUID | str) -> str:
+    """``notification-<uuid>``: how a notification is found in Temporal."""
+    return f"notification-{notification_id}"
+
+
+class RecipientLookup(BaseModel):
+    """Input of ``load_recipient``."""
+
+    tenant_id: uuid.UUID
+    user_id: str
+    channel: Channel
+
+
+class Recipient(BaseModel):
+    """Where to send, or why not (``suppressed_reason`` set means do not send)."""
+
+    address: str | None = None
+    locale: str | None = None
+    suppressed_reason: str | None = None
+
+
+class RenderRequest(BaseModel):
+    """Input of ``render_template``."""
+
+    tenant_id: uuid.UUID
+    template: str
+    channel: Channel
+    locale: str | None = None
+    version: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class RenderedMessage(BaseModel):
+    """A template rendered for one recipient."""
+
+    template_version: int
+    locale: str
+    subject: str | None = None
+    body: str
+
+
+class SendRequest(BaseModel):
+    """Input of a provider activity: one message to one address."""
+
+    notification_id: uuid.UUID
+    cycle: int = 1
+    channel: Channel
+    address: str
+    message: RenderedMessage
+    data: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = 3
+    request_id: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across every attempt of one send cycle; a resend gets a new one."""
+        if self.cycle == 1:
+            return str(self.notification_id)
+        return f"{self.notification_id}-{self.cycle}"
+
+
+class SendResult(BaseModel):
+    """What the provider said when it accepted the message."""
+
+    provider: str
+    provider_message_id: str
+    attempt: int = 1
+
+
+class StatusEvent(BaseModel):
+    """One transition, written to the append-only event log exactly once."""
+
+    notification_id: uuid.UUID
+    status: Status
+    at: datetime
+    cycle: int = 1
+    attempt: int = 0
+    provider: str | None = None
+    provider_message_id: str | None = None
+    template_version: int | None = None
+    detail: str | None = None
+    error: str | None = None
+    # Events that only annotate (e.g. a refused cancel) do not move the current status.
+    annotation: bool = False
+
+    @property
+    def key(self) -> str:
+        """Unique per notification: a retried write of the same transition is a no-op."""
+        base = f"{self.cycle}:{self.status.value}:{self.attempt}"
+        return f"{base}:note:{self.at.isoformat()}" if self.annotation else base
+
+
+class AcceptedRecord(BaseModel):
+    """Creates the notification row and its ``accepted`` event, idempotently."""
+
+    notification: NotificationInput
+
+
+class CancelRequest(BaseModel):
+    """Signal ``cancel``: stop before the send."""
+
+    reason: str = "cancelled by request"
+
+
+class ResendRequest(BaseModel):
+    """Signal ``resend``: start a new send cycle of a notification that ended."""
+
+    reason: str = "resend requested"
+
+
+class NotificationState(BaseModel):
+    """Query ``status``: what the workflow knows now."""
+
+    status: Status
+    cycle: int
+    attempts: int = 0
+    last_error: str | None = None
+    provider: str | None = None

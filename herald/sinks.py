@@ -1,0 +1,360 @@
+"""Local stand-ins for the outside world: a real SMTP server (aiosmtpd) and an HTTP server
+that speaks the Twilio Messages and FCM HTTP v1 protocols.
+
+``herald dev`` runs them so a fresh machine can send without accounts anywhere, and the
+tests use them with fault rules (fail the next N, always fail, be slow) per recipient.
+Everything received is kept in memory and shown at ``GET /_sink/messages``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import itertools
+import json
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Rule:
+    """How the sink answers messages to recipients containing ``match``.
+
+    ``fail_with`` answers are used up one per message, then ``always`` (if set) answers
+    every message; ``delay`` seconds pass before any answer.
+    """
+
+    match: str
+    fail_with: list[str | int] = field(default_factory=list)
+    always: str | int | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class Received:
+    """One message the sink accepted."""
+
+    channel: str
+    to: str
+    body: str
+    idempotency_key: str | None
+    subject: str | None = None
+    message_id: str | None = None
+    raw: Any = None
+    at: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, Any]:
+        """A JSON-friendly view."""
+        return {
+            key: value for key, value in self.__dict__.items() if key != "raw" and value is not None
+        }
+
+
+class SinkState:
+    """What the sinks received and how they should misbehave; thread-safe."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self.messages: list[Received] = []
+        self.attempts: dict[str, int] = {}
+        self.rules: list[Rule] = []
+        self.transient_rate = 0.0
+        self.timeout_rate = 0.0
+        self.timeout_seconds = 15.0
+        self._random = random.Random(seed)
+
+    def add_rule(self, rule: Rule) -> Rule:
+        """Apply ``rule`` to later messages."""
+        with self._lock:
+            self.rules.append(rule)
+        return rule
+
+    def reset(self) -> None:
+        """Forget messages, attempts and rules."""
+        with self._lock:
+            self.messages.clear()
+            self.attempts.clear()
+            self.rules.clear()
+            self.transient_rate = self.timeout_rate = 0.0
+
+    def decide(self, recipient: str) -> tuple[str | int | None, float]:
+        """The failure to answer with (None: accept) and the delay before answering."""
+        with self._lock:
+            self.attempts[recipient] = self.attempts.get(recipient, 0) + 1
+            for rule in self.rules:
+                if rule.match in recipient:
+                    if rule.fail_with:
+                        return rule.fail_with.pop(0), rule.delay
+                    return rule.always, rule.delay
+            roll = self._random.random()
+            if roll < self.timeout_rate:
+                return None, self.timeout_seconds
+            if roll < self.timeout_rate + self.transient_rate:
+                return "transient", 0.0
+            return None, 0.0
+
+    def record(self, message: Received) -> None:
+        """Keep an accepted message."""
+        with self._lock:
+            self.messages.append(message)
+
+    def received(self, channel: str | None = None, to: str | None = None) -> list[Received]:
+        """Accepted messages, optionally for one channel or recipient."""
+        with self._lock:
+            return [
+                m
+                for m in self.messages
+                if (channel is None or m.channel == channel) and (to is None or m.to == to)
+            ]
+
+
+class _SmtpHandler:
+    def __init__(self, state: SinkState) -> None:
+        self.state = state
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        recipient = ",".join(envelope.rcpt_tos)
+        failure, delay = self.state.decide(recipient)
+        if delay:
+            await asyncio.sleep(delay)
+        if failure == "transient":
+            failure = "451 4.3.0 temporary failure, try again later"
+        if failure is not None:
+            return str(failure)
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.state.record(
+            Received(
+                channel="email",
+                to=recipient,
+                subject=str(parsed["Subject"] or ""),
+                message_id=str(parsed["Message-ID"] or ""),
+                idempotency_key=str(parsed["Message-ID"] or ""),
+                body=_email_text(parsed),
+                raw=parsed,
+            )
+        )
+        return "250 2.0.0 OK queued"
+
+
+def _email_text(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("html", "plain"))
+    return str(part.get_content()) if part is not None else ""
+
+
+_counter = itertools.count(1)
+
+
+class _HttpHandler(BaseHTTPRequestHandler):
+    server: _ProviderServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def _answer(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path != "/_sink/messages":
+            self._answer(404, {"error": "not found"})
+            return
+        query = parse_qs(url.query)
+        channel = query.get("channel", [None])[0]
+        self._answer(200, [m.public() for m in self.server.state.received(channel)])
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        path = urlparse(self.path).path
+        if path.startswith("/2010-04-01/Accounts/") and path.endswith("/Messages.json"):
+            self._twilio(path, raw)
+        elif path.startswith("/v1/projects/") and path.endswith("/messages:send"):
+            self._fcm(raw)
+        else:
+            self._answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
+
+    def _fail(self, failure: str | int, channel: str) -> None:
+        status = 503 if failure == "transient" else int(failure)
+        if channel == "sms":
+            self._answer(
+                status,
+                {"code": 20000 + status, "message": f"sink answered {status}", "status": status},
+            )
+        else:
+            self._answer(
+                status,
+                {
+                    "error": {
+                        "code": status,
+                        "message": f"sink answered {status}",
+                        "status": "UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT",
+                    }
+                },
+            )
+
+    def _twilio(self, path: str, raw: bytes) -> None:
+        sid = path.split("/")[3]
+        expected = base64.b64encode(f"{sid}:{self.server.sms_token}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {expected}":
+            self._answer(401, {"code": 20003, "message": "Authenticate", "status": 401})
+            return
+        form = {key: values[0] for key, values in parse_qs(raw.decode()).items()}
+        if not form.get("To") or not form.get("Body"):
+            self._answer(
+                400, {"code": 21604, "message": "A 'To' and 'Body' are required", "status": 400}
+            )
+            return
+        if self._misbehave(form["To"], "sms"):
+            return
+        message_sid = f"SM{uuid.uuid4().hex}"
+        key = self.headers.get("I-Twilio-Idempotency-Token") or self.headers.get("Idempotency-Key")
+        self.server.state.record(
+            Received(
+                channel="sms",
+                to=form["To"],
+                body=form["Body"],
+                idempotency_key=key,
+                message_id=message_sid,
+                raw=form,
+            )
+        )
+        self._answer(
+            201,
+            {
+                "sid": message_sid,
+                "to": form["To"],
+                "from": form.get("From"),
+                "body": form["Body"],
+                "status": "queued",
+            },
+        )
+
+    def _fcm(self, raw: bytes) -> None:
+        if self.headers.get("Authorization") != f"Bearer {self.server.push_token}":
+            self._answer(
+                401,
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "Request had invalid authentication credentials.",
+                        "status": "UNAUTHENTICATED",
+                    }
+                },
+            )
+            return
+        try:
+            message = json.loads(raw)["message"]
+            token = message["token"]
+        except (ValueError, KeyError, TypeError):
+            self._answer(
+                400,
+                {
+                    "error": {
+                        "code": 400,
+                        "message": "Invalid JSON payload",
+                        "status": "INVALID_ARGUMENT",
+                    }
+                },
+            )
+            return
+        if self._misbehave(token, "push"):
+            return
+        notification = message.get("notification", {})
+        name = f"projects/sink/messages/{next(_counter)}"
+        self.server.state.record(
+            Received(
+                channel="push",
+                to=token,
+                subject=notification.get("title"),
+                body=notification.get("body", ""),
+                idempotency_key=(message.get("data") or {}).get("herald_id"),
+                message_id=name,
+                raw=message,
+            )
+        )
+        self._answer(200, {"name": name})
+
+    def _misbehave(self, recipient: str, channel: str) -> bool:
+        failure, delay = self.server.state.decide(recipient)
+        if delay:
+            time.sleep(delay)
+        if failure is None:
+            return False
+        self._fail(failure, channel)
+        return True
+
+
+class _ProviderServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], state: SinkState, sms_token: str, push_token: str
+    ) -> None:
+        super().__init__(address, _HttpHandler)
+        self.state = state
+        self.sms_token = sms_token
+        self.push_token = push_token
+
+
+class Sinks:
+    """An SMTP sink and a Twilio/FCM sink sharing one ``SinkState``; start and stop together."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        smtp_port: int = 1025,
+        http_port: int = 8025,
+        sms_token: str = "dev-token",
+        push_token: str = "dev-token",
+    ) -> None:
+        self.state = SinkState()
+        self.host = host
+        self._smtp = Controller(_SmtpHandler(self.state), hostname=host, port=smtp_port)
+        self._http = _ProviderServer((host, http_port), self.state, sms_token, push_token)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, name="provider-sink", daemon=True
+        )
+
+    @property
+    def smtp_port(self) -> int:
+        """The SMTP port."""
+        return int(self._smtp.port)
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the Twilio/FCM sink (use as both SMS and push API URL)."""
+        return f"http://{self.host}:{self._http.server_address[1]}"
+
+    def start(self) -> Sinks:
+        """Start both servers in background threads."""
+        self._smtp.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self._http.shutdown()
+        self._http.server_close()
+        self._smtp.stop()

@@ -1,0 +1,98 @@
+"""The append-only status log: every write is keyed, so a retried write is a no-op.
+
+Used by the core worker (every transition), by provider activities (``retrying``)
+and by the API (``accepted``, right after the workflow start).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from herald.contracts import NotificationInput, Status, StatusEvent
+from herald.db import Notification
+
+_RECORD_EVENT = text(
+    """
+    WITH ev AS (
+        INSERT INTO notification_events
+            (notification_id, event_key, status, cycle, attempt, provider, detail, at)
+        VALUES (:nid, :key, :status, :cycle, :attempt, :provider, :detail, :at)
+        ON CONFLICT (notification_id, event_key) DO NOTHING
+        RETURNING id
+    )
+    UPDATE notifications SET
+        status = :status,
+        cycle = GREATEST(cycle, :cycle),
+        attempts = CASE WHEN :status = 'accepted' THEN 0 ELSE GREATEST(attempts, :attempt) END,
+        provider = COALESCE(:provider, provider),
+        provider_message_id = COALESCE(:provider_message_id, provider_message_id),
+        template_version = COALESCE(:template_version, template_version),
+        last_error = CASE WHEN CAST(:error AS text) IS NOT NULL THEN :error
+                          WHEN :status = 'accepted' THEN NULL ELSE last_error END,
+        updated_at = :at
+    WHERE id = :nid AND NOT :annotation AND EXISTS (SELECT 1 FROM ev)
+      AND cycle <= :cycle AND updated_at <= :at
+    """
+)
+
+
+async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
+    """Append ``event`` once and move the notification's current status forward."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            _RECORD_EVENT,
+            {
+                "nid": event.notification_id,
+                "key": event.key,
+                "status": event.status.value,
+                "cycle": event.cycle,
+                "attempt": event.attempt,
+                "provider": event.provider,
+                "provider_message_id": event.provider_message_id,
+                "template_version": event.template_version,
+                "detail": event.detail or event.error,
+                "error": event.error,
+                "annotation": event.annotation,
+                "at": event.at,
+            },
+        )
+
+
+async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> None:
+    """Create the notification row if it is not there yet, then log ``accepted``.
+
+    The API calls this right after the workflow start and the workflow calls it as its
+    first step, so a crash between the two never leaves a notification without a row.
+    """
+    row = {
+        "id": request.notification_id,
+        "tenant_id": request.tenant_id,
+        "channel": request.channel.value,
+        "user_id": request.user_id,
+        "template": request.template,
+        "template_version": request.template_version,
+        "locale": request.locale,
+        "data": request.data,
+        "send_at": request.send_at,
+        "status": Status.accepted.value,
+        "cycle": request.cycle,
+        "attempts": 0,
+        "idempotency_key": request.idempotency_key,
+        "request_hash": request.request_hash,
+        "created_at": request.created_at,
+        "updated_at": request.created_at,
+    }
+    async with engine.begin() as conn:
+        await conn.execute(insert(Notification).values(row).on_conflict_do_nothing())
+    await record_event(
+        engine,
+        StatusEvent(
+            notification_id=request.notification_id,
+            status=Status.accepted,
+            cycle=request.cycle,
+            at=request.created_at,
+            detail="resend requested" if request.cycle > 1 else None,
+        ),
+    )

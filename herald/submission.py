@@ -1,0 +1,143 @@
+"""Turning a request into a started ``NotificationWorkflow``: shared by the REST API and
+the RabbitMQ bridge, so both paths dedupe, validate and start in exactly the same way."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from herald.contracts import (
+    NotificationInput,
+    NotificationRequest,
+    ResendRequest,
+    RetrySpec,
+    workflow_id_for,
+)
+from herald.db import Template
+from herald.settings import Settings
+from herald.temporal import core_task_queue
+
+WORKFLOW = "NotificationWorkflow"
+# Notification ids derived from Idempotency-Key live in their own UUID namespace.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("7d1f4a36-0c9e-4f7b-9a53-2f4a0d6f8e11")
+
+
+def idempotent_id(tenant_id: uuid.UUID, key: str) -> uuid.UUID:
+    """The same tenant and key always name the same notification."""
+    return uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{tenant_id}:{key}")
+
+
+def request_hash(request: NotificationRequest) -> str:
+    """A fingerprint of what was asked, to tell a replay from a different request."""
+    canonical = json.dumps(
+        request.model_dump(mode="json", include=set(NotificationRequest.model_fields)),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def retry_spec(settings: Settings) -> RetrySpec:
+    """The provider retry policy every new notification gets."""
+    return RetrySpec(
+        max_attempts=settings.max_attempts,
+        initial_interval_seconds=settings.retry_initial_interval_seconds,
+        backoff_coefficient=settings.retry_backoff_coefficient,
+        maximum_interval_seconds=settings.retry_maximum_interval_seconds,
+        send_timeout_seconds=settings.send_timeout_seconds,
+    )
+
+
+def build_input(
+    settings: Settings,
+    *,
+    notification_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    tenant: str,
+    request: NotificationRequest,
+    idempotency_key: str | None = None,
+    request_id: str | None = None,
+) -> NotificationInput:
+    """The workflow input for a new notification."""
+    return NotificationInput(
+        notification_id=notification_id,
+        tenant_id=tenant_id,
+        tenant=tenant,
+        channel=request.channel,
+        user_id=request.user_id,
+        template=request.template,
+        locale=request.locale,
+        data=request.data,
+        send_at=request.send_at,
+        created_at=datetime.now(UTC),
+        retry=retry_spec(settings),
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(request),
+        task_queue_prefix=settings.task_queue_prefix,
+    )
+
+
+async def template_exists(
+    engine: AsyncEngine, tenant_id: uuid.UUID, request: NotificationRequest
+) -> bool:
+    """Whether the tenant has any version of the template for the request's channel."""
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            select(Template.version)
+            .where(
+                Template.tenant_id == tenant_id,
+                Template.key == request.template,
+                Template.channel == request.channel.value,
+            )
+            .limit(1)
+        )
+        return found.first() is not None
+
+
+async def start_notification(
+    client: Client, settings: Settings, notification: NotificationInput
+) -> bool:
+    """Durably start the workflow; ``False`` if this notification id was started before.
+
+    The workflow id is the notification id and ids are never reused for a new
+    notification, so a replayed request or redelivered message starts nothing.
+    """
+    try:
+        await client.start_workflow(
+            WORKFLOW,
+            notification,
+            id=notification.workflow_id,
+            task_queue=core_task_queue(settings),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"request_hash": notification.request_hash or ""},
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+async def start_resend(client: Client, settings: Settings, notification: NotificationInput) -> None:
+    """Start the next send cycle: a new run under the same workflow id.
+
+    If the previous run is still finishing, the ``resend`` signal reaches it instead and
+    it continues into the same next cycle.
+    """
+    await client.start_workflow(
+        WORKFLOW,
+        notification,
+        id=workflow_id_for(notification.notification_id),
+        task_queue=core_task_queue(settings),
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        memo={"request_hash": notification.request_hash or ""},
+        start_signal="resend",
+        start_signal_args=[ResendRequest()],
+    )

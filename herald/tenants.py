@@ -1,0 +1,89 @@
+"""Tenants and API keys: keys are created by an operator, stored as SHA-256, and resolved
+per request through a short cache."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from herald.db import ApiKey, Tenant
+
+
+@dataclass(frozen=True)
+class TenantContext:
+    """The tenant an authenticated request acts for."""
+
+    id: uuid.UUID
+    name: str
+
+
+def hash_key(key: str) -> str:
+    """How a key is stored: never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def ensure_tenant(engine: AsyncEngine, name: str) -> TenantContext:
+    """The tenant called ``name``, created if it does not exist yet."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing()
+        )
+        tenant_id = (await conn.execute(select(Tenant.id).where(Tenant.name == name))).scalar_one()
+    return TenantContext(tenant_id, name)
+
+
+async def create_api_key(engine: AsyncEngine, tenant_name: str) -> str:
+    """A new key for the tenant (created if needed); the only time the key is visible."""
+    tenant = await ensure_tenant(engine, tenant_name)
+    key = f"hk_{secrets.token_urlsafe(32)}"
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(ApiKey).values(
+                id=uuid.uuid4(), tenant_id=tenant.id, key_hash=hash_key(key), prefix=key[:10]
+            )
+        )
+    return key
+
+
+class ApiKeyCache:
+    """Resolves keys to tenants, remembering answers briefly so auth is not a query per call."""
+
+    def __init__(self, engine: AsyncEngine, ttl_seconds: float) -> None:
+        self._engine = engine
+        self._ttl = ttl_seconds
+        self._known: dict[str, tuple[float, TenantContext | None]] = {}
+
+    async def tenant_for(self, key: str) -> TenantContext | None:
+        """The key's tenant, or None for an unknown or revoked key."""
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._known.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(Tenant.id, Tenant.name)
+                    .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+                    .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+                )
+            ).first()
+        tenant = TenantContext(row.id, row.name) if row else None
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[digest] = (now + self._ttl, tenant)
+        return tenant
+
+
+async def tenant_by_name(engine: AsyncEngine, name: str) -> TenantContext | None:
+    """The tenant called ``name``, if any (the bridge names tenants this way)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(Tenant.id).where(Tenant.name == name))).first()
+    return TenantContext(row.id, name) if row else None

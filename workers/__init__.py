@@ -1,0 +1,1 @@
+"""Worker processes: one type per task queue (core, email, sms, push)."""

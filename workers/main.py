@@ -1,0 +1,118 @@
+"""``herald worker --queue core|email|sms|push``: one worker process for one task queue.
+
+``core`` runs ``NotificationWorkflow`` and its cheap local steps (recipients, templates,
+status). Each channel queue runs only its provider activity, so a channel scales by
+starting more of its workers. SIGTERM stops polling and lets in-flight activities
+finish (up to the grace period) before the process exits; anything still running then
+is retried by Temporal on another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.providers.base import Provider, ProviderActivity
+from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
+from activities.providers.email import SmtpProvider
+from activities.providers.push import FcmProvider
+from activities.providers.sms import TwilioProvider
+from activities.recipients import RecipientActivities
+from activities.status import StatusActivities
+from activities.templates import TemplateActivities
+from herald.contracts import Channel
+from herald.db import make_engine
+from herald.settings import Settings
+from herald.temporal import channel_task_queue, connect, core_task_queue
+from workflows.notification import NotificationWorkflow
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("core", "email", "sms", "push")
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+def core_worker(
+    client: Client, settings: Settings, engine: AsyncEngine, concurrency: int
+) -> Worker:
+    """The worker for workflows and the recipient/template/status steps."""
+    status = StatusActivities(engine)
+    activities: Sequence[Any] = [
+        status.record_accepted,
+        status.record_status,
+        RecipientActivities(engine).load_recipient,
+        TemplateActivities(engine).render_template,
+    ]
+    return Worker(
+        client,
+        task_queue=core_task_queue(settings),
+        workflows=[NotificationWorkflow],
+        activities=activities,
+        max_concurrent_activities=concurrency,
+        max_concurrent_local_activities=concurrency,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+def channel_activity(
+    channel: Channel, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient
+) -> tuple[Provider, Any]:
+    """The provider and its registered activity for one channel."""
+    provider: Provider
+    if channel is Channel.email:
+        provider = SmtpProvider(settings)
+        return provider, EmailActivities(provider, engine).send_email
+    if channel is Channel.sms:
+        provider = TwilioProvider(settings, http)
+        return provider, SmsActivities(provider, engine).send_sms
+    provider = FcmProvider(settings, http)
+    return provider, PushActivities(provider, engine).send_push
+
+
+async def run_worker(settings: Settings, queue: str, concurrency: int | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT, then shut down gracefully."""
+    if queue not in QUEUES:
+        raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
+    concurrency = concurrency or settings.worker_concurrency
+    client = await connect(settings)
+    engine = make_engine(settings, pool_size=min(concurrency, settings.database_pool_size))
+    http = httpx.AsyncClient(
+        timeout=settings.provider_timeout_seconds,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )
+    provider: ProviderActivity | Provider | None = None
+    if queue == "core":
+        worker = core_worker(client, settings, engine, concurrency)
+    else:
+        provider, activity = channel_activity(Channel(queue), settings, engine, http)
+        worker = Worker(
+            client,
+            task_queue=channel_task_queue(queue, settings.task_queue_prefix),
+            activities=[activity],
+            max_concurrent_activities=concurrency,
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("worker started", extra={"queue": queue, "concurrency": concurrency})
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping: finishing in-flight tasks", extra={"queue": queue})
+    if isinstance(provider, Provider):
+        await provider.close()
+    await http.aclose()
+    await engine.dispose()
+    log.info("worker stopped", extra={"queue": queue})

@@ -1,0 +1,268 @@
+"""``NotificationWorkflow``: one durable run per send cycle of one notification.
+
+accepted → [scheduled] → load recipient → render → sending → sent | failed, with
+``suppressed`` (cannot or must not reach the user) and ``cancelled`` on the way.
+The cheap steps are local activities on the core worker; the provider call is a
+regular activity on the channel's own task queue with a declarative ``RetryPolicy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.recipients import RecipientActivities
+    from activities.status import StatusActivities
+    from activities.templates import TemplateActivities
+    from herald.contracts import (
+        AcceptedRecord,
+        CancelRequest,
+        NotificationInput,
+        NotificationState,
+        RecipientLookup,
+        RenderedMessage,
+        RenderRequest,
+        ResendRequest,
+        SendRequest,
+        SendResult,
+        Status,
+        StatusEvent,
+    )
+
+# Steps that only touch PostgreSQL retry until it is back: a database outage delays a
+# notification, it never loses one. Permanent errors are raised as non-retryable.
+LOCAL_STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+LOCAL_STEP_TIMEOUT = timedelta(seconds=10)
+
+
+def _failure_reason(err: ActivityError) -> tuple[str, int | None]:
+    """The last error's message and, where the provider said it, the attempt number."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details else {}
+        attempt = details.get("attempt") if isinstance(details, dict) else None
+        return cause.message, attempt
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}", None
+    return str(err), None
+
+
+@workflow.defn
+class NotificationWorkflow:
+    """Delivers one notification on one channel, or says precisely why it could not."""
+
+    def __init__(self) -> None:
+        self._status = Status.accepted
+        self._cycle = 1
+        self._attempts = 0
+        self._last_error: str | None = None
+        self._provider: str | None = None
+        self._cancel: CancelRequest | None = None
+        self._send: asyncio.Task[SendResult] | None = None
+        self._request: NotificationInput | None = None
+        self._resend_pending = False
+
+    @workflow.run
+    async def run(self, request: NotificationInput) -> NotificationState:
+        """Run one send cycle to a terminal status; a resend asked meanwhile starts the next."""
+        state = await self._cycle_run(request)
+        if self._resend_pending:
+            workflow.continue_as_new(
+                request.model_copy(
+                    update={"cycle": request.cycle + 1, "created_at": workflow.now()}
+                )
+            )
+        return state
+
+    async def _cycle_run(self, request: NotificationInput) -> NotificationState:
+        self._request = request
+        self._cycle = request.cycle
+        await self._step(StatusActivities.record_accepted, AcceptedRecord(notification=request))
+
+        if request.send_at is not None and request.send_at > workflow.now():
+            await self._transition(
+                Status.scheduled, detail=f"waiting until {request.send_at.isoformat()}"
+            )
+            try:
+                await workflow.wait_condition(
+                    lambda: self._cancel is not None, timeout=request.send_at - workflow.now()
+                )
+            except TimeoutError:
+                pass
+        if self._cancel is not None:
+            return await self._cancelled()
+
+        recipient = await self._step(
+            RecipientActivities.load_recipient,
+            RecipientLookup(
+                tenant_id=request.tenant_id, user_id=request.user_id, channel=request.channel
+            ),
+        )
+        if recipient.suppressed_reason is not None or recipient.address is None:
+            return await self._transition(Status.suppressed, detail=recipient.suppressed_reason)
+
+        try:
+            message: RenderedMessage = await self._step(
+                TemplateActivities.render_template,
+                RenderRequest(
+                    tenant_id=request.tenant_id,
+                    template=request.template,
+                    channel=request.channel,
+                    locale=request.locale or recipient.locale,
+                    version=request.template_version,
+                    data=request.data,
+                ),
+            )
+        except ActivityError as err:
+            return await self._transition(Status.failed, error=_failure_reason(err)[0])
+        if self._cancel is not None:
+            return await self._cancelled()
+
+        return await self._deliver(request, recipient.address, message)
+
+    async def _deliver(
+        self, request: NotificationInput, address: str, message: RenderedMessage
+    ) -> NotificationState:
+        retry = request.retry
+        await self._transition(Status.sending, attempt=1, template_version=message.template_version)
+        self._send = workflow.start_activity(
+            f"send_{request.channel.value}",
+            SendRequest(
+                notification_id=request.notification_id,
+                cycle=request.cycle,
+                channel=request.channel,
+                address=address,
+                message=message,
+                data=request.data,
+                max_attempts=retry.max_attempts,
+                request_id=request.request_id,
+            ),
+            result_type=SendResult,
+            task_queue=f"{request.task_queue_prefix}-{request.channel.value}",
+            start_to_close_timeout=timedelta(seconds=retry.send_timeout_seconds),
+            retry_policy=RetryPolicy(
+                maximum_attempts=retry.max_attempts,
+                initial_interval=timedelta(seconds=retry.initial_interval_seconds),
+                backoff_coefficient=retry.backoff_coefficient,
+                maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
+            ),
+            # A send in flight finishes (and is recorded) before a cancel takes effect.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        try:
+            result = await self._send
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                return await self._cancelled()
+            reason, attempt = _failure_reason(err)
+            return await self._transition(
+                Status.failed, attempt=attempt or retry.max_attempts, error=reason
+            )
+        self._provider = result.provider
+        state = await self._transition(
+            Status.sent,
+            attempt=result.attempt,
+            provider=result.provider,
+            provider_message_id=result.provider_message_id,
+        )
+        if self._cancel is not None:
+            await self._note(f"cancel refused: already sent ({self._cancel.reason})")
+        return state
+
+    async def _cancelled(self) -> NotificationState:
+        reason = self._cancel.reason if self._cancel else "cancelled"
+        return await self._transition(Status.cancelled, attempt=self._attempts, detail=reason)
+
+    async def _step(self, activity: Any, arg: Any) -> Any:
+        """Run a cheap core step as a local activity (no extra task queue round trip)."""
+        return await workflow.execute_local_activity_method(
+            activity, arg, start_to_close_timeout=LOCAL_STEP_TIMEOUT, retry_policy=LOCAL_STEP_RETRY
+        )
+
+    async def _transition(
+        self,
+        status: Status,
+        *,
+        attempt: int | None = None,
+        detail: str | None = None,
+        error: str | None = None,
+        provider: str | None = None,
+        provider_message_id: str | None = None,
+        template_version: int | None = None,
+    ) -> NotificationState:
+        """Move to ``status`` and append it to the event log."""
+        assert self._request is not None
+        self._status = status
+        if attempt is not None:
+            self._attempts = attempt
+        if error is not None:
+            self._last_error = error
+        await self._step(
+            StatusActivities.record_status,
+            StatusEvent(
+                notification_id=self._request.notification_id,
+                status=status,
+                cycle=self._cycle,
+                attempt=self._attempts,
+                at=workflow.now(),
+                provider=provider,
+                provider_message_id=provider_message_id,
+                template_version=template_version,
+                detail=detail,
+                error=error,
+            ),
+        )
+        return self.status()
+
+    async def _note(self, detail: str) -> None:
+        """Log something that happened without changing the status."""
+        assert self._request is not None
+        await self._step(
+            StatusActivities.record_status,
+            StatusEvent(
+                notification_id=self._request.notification_id,
+                status=self._status,
+                cycle=self._cycle,
+                attempt=self._attempts,
+                at=workflow.now(),
+                detail=detail,
+                annotation=True,
+            ),
+        )
+
+    @workflow.signal
+    def cancel(self, request: CancelRequest) -> None:
+        """Stop the notification if it has not been sent yet."""
+        if self._cancel is None:
+            self._cancel = request
+        if self._send is not None and not self._send.done():
+            self._send.cancel()
+
+    @workflow.signal
+    def resend(self, request: ResendRequest) -> None:
+        """Send again once the current cycle has ended (a new run starts with this signal)."""
+        # Delivered with the start of a fresh run, the run itself is the resend.
+        if self._request is not None:
+            workflow.logger.info("resend requested: %s", request.reason)
+            self._resend_pending = True
+
+    @workflow.query
+    def status(self) -> NotificationState:
+        """Where this notification is now."""
+        return NotificationState(
+            status=self._status,
+            cycle=self._cycle,
+            attempts=self._attempts,
+            last_error=self._last_error,
+            provider=self._provider,
+        )
