@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = 100
     log_level: str = "INFO"
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment a child process reads them from."""
+        return {
+            f"HERALD_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -1,0 +1,98 @@
+"""Session fixtures: one Herald on real PostgreSQL, RabbitMQ, Temporal and sinks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from herald.db import make_engine
+from herald.devserver import TemporalDevServer, free_port
+from herald.migrate import ensure_database, upgrade
+from herald.settings import Settings
+from herald.sinks import Sinks
+from herald.tenants import create_api_key
+from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost, test_settings
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Logs and the Temporal SQLite file of this run."""
+    return tmp_path_factory.mktemp("herald")
+
+
+@pytest.fixture(scope="session")
+def temporal_server(run_dir: Path) -> Iterator[TemporalDevServer]:
+    """A real Temporal dev server (file-backed, so it can be restarted)."""
+    server = TemporalDevServer(
+        run_dir / "temporal.db",
+        port=free_port(),
+        ui_port=free_port(),
+        log_file=run_dir / "temporal.log",
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sinks() -> Iterator[Sinks]:
+    """The SMTP server and the Twilio/FCM HTTP server the workers send to."""
+    running = Sinks(smtp_port=free_port(), http_port=free_port()).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(temporal_server: TemporalDevServer, sinks: Sinks) -> Iterator[Settings]:
+    """This run's settings, database migrated, RabbitMQ vhost created."""
+    run_id = new_run_id()
+    settings = test_settings(run_id, temporal_server.address, sinks)
+    asyncio.run(ensure_database(settings.database_url))
+    upgrade(settings.database_url)
+    rabbitmq_vhost(f"herald-test-{run_id}", create=True)
+    yield settings
+    rabbitmq_vhost(f"herald-test-{run_id}", create=False)
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings, run_dir: Path) -> Iterator[Stack]:
+    """The real API and worker processes."""
+    running = Stack(settings, run_dir / "logs").start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_sink_rules(sinks: Sinks) -> None:
+    sinks.state.rules.clear()
+
+
+async def _tenant(stack: Stack, name: str) -> Tenant:
+    engine = make_engine(stack.settings, pool_size=1)
+    try:
+        key = await create_api_key(engine, name)
+    finally:
+        await engine.dispose()
+    client = httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    return Tenant(client, name)
+
+
+@pytest.fixture
+async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
+    """A fresh tenant with its own API key."""
+    made = await _tenant(stack, f"tenant-{new_run_id()}")
+    yield made
+    await made.client.aclose()
+
+
+@pytest.fixture
+async def other_tenant(stack: Stack) -> AsyncIterator[Tenant]:
+    """A second tenant, for isolation checks."""
+    made = await _tenant(stack, f"other-{new_run_id()}")
+    yield made
+    await made.client.aclose()

@@ -1,0 +1,215 @@
+"""A whole Herald on real services for the tests: its own Temporal dev server, database,
+RabbitMQ vhost, task queues, provider sinks, and the real API and worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from herald.devserver import TemporalDevServer, free_port
+from herald.processes import ManagedProcess, herald_argv
+from herald.settings import Settings
+from herald.sinks import Sinks
+
+TERMINAL = {"sent", "delivered", "failed", "cancelled", "suppressed"}
+
+
+def rabbitmq_vhost(name: str, *, create: bool) -> None:
+    """Create (or delete) a RabbitMQ vhost so test runs never share queues."""
+    if create:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=False, capture_output=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True
+        )
+
+
+def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides: Any) -> Settings:
+    """Settings for one test run: fast retries, its own database, vhost and ports."""
+    values: dict[str, Any] = {
+        "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:5432/herald_test_{run_id}",
+        "amqp_url": f"amqp://guest:guest@127.0.0.1:5672/herald-test-{run_id}",
+        "temporal_address": temporal_address,
+        "task_queue_prefix": f"herald-test-{run_id}",
+        "api_port": free_port(),
+        "smtp_port": sinks.smtp_port,
+        "sms_api_url": sinks.http_url,
+        "push_api_url": sinks.http_url,
+        "retry_initial_interval_seconds": 0.3,
+        "retry_backoff_coefficient": 2.0,
+        "retry_maximum_interval_seconds": 2.0,
+        "send_timeout_seconds": 5.0,
+        "provider_timeout_seconds": 3.0,
+        "api_key_cache_seconds": 1.0,
+        "log_level": "INFO",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Stack:
+    """The Herald processes of one test run, each restartable or killable."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        queues: Iterable[str] = ("core", "email", "sms", "push"),
+    ) -> None:
+        self.settings = settings
+        env = settings.as_env()
+        self.processes = {"api": ManagedProcess("api", herald_argv("api"), env, log_dir)}
+        for queue in queues:
+            self.processes[f"worker-{queue}"] = ManagedProcess(
+                f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir
+            )
+
+    @property
+    def api_url(self) -> str:
+        """Where the API listens."""
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def start(self) -> Stack:
+        """Start every process and wait for the API to answer."""
+        for process in self.processes.values():
+            process.start()
+        wait_http(f"{self.api_url}/healthz")
+        return self
+
+    def stop(self) -> None:
+        """Stop every process gracefully."""
+        for process in self.processes.values():
+            process.stop(timeout=10)
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient,
+    notification_id: str,
+    statuses: Iterable[str] = TERMINAL,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Poll ``GET /v1/notifications/{id}`` until its status is one of ``statuses``."""
+    wanted = set(statuses)
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = await client.get(f"/v1/notifications/{notification_id}")
+        if response.status_code == 200:
+            body = response.json()
+            if body["status"] in wanted:
+                return body
+        await asyncio.sleep(0.2)
+    raise AssertionError(
+        f"notification {notification_id} stayed {body.get('status')!r}, wanted {wanted}"
+    )
+
+
+async def events(client: httpx.AsyncClient, notification_id: str) -> list[dict[str, Any]]:
+    """The event log of one notification."""
+    response = await client.get(f"/v1/notifications/{notification_id}/events")
+    response.raise_for_status()
+    return list(response.json())
+
+
+def new_run_id() -> str:
+    """A short id naming one test run's database, vhost and queues."""
+    return uuid.uuid4().hex[:8]
+
+
+class Tenant:
+    """An API client for one tenant with helpers to create users and templates."""
+
+    def __init__(self, client: httpx.AsyncClient, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    async def user(self, **fields: Any) -> dict[str, Any]:
+        """Create a user with a unique id (and contact points unless given)."""
+        user_id = fields.pop("id", f"u-{uuid.uuid4().hex[:10]}")
+        body = {"id": user_id, "email": f"{user_id}@example.com", "phone": _phone(), **fields}
+        response = await self.client.post("/v1/users", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    async def device(self, user_id: str, token: str | None = None) -> str:
+        """Register a push token for a user."""
+        token = token or f"tok-{uuid.uuid4().hex}"
+        response = await self.client.post(
+            f"/v1/users/{user_id}/devices", json={"token": token, "platform": "android"}
+        )
+        assert response.status_code == 201, response.text
+        return token
+
+    async def template(
+        self,
+        channel: str,
+        body: str,
+        subject: str | None = "Hello {{ name }}",
+        key: str | None = None,
+        locale: str = "en",
+    ) -> str:
+        """Create a template and return its key."""
+        key = key or f"t-{uuid.uuid4().hex[:10]}"
+        response = await self.client.post(
+            "/v1/templates",
+            json={
+                "key": key,
+                "channel": channel,
+                "locale": locale,
+                "subject": subject,
+                "body": body,
+            },
+        )
+        assert response.status_code == 201, response.text
+        return key
+
+    async def send(
+        self,
+        channel: str,
+        user_id: str,
+        template: str,
+        data: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> str:
+        """Submit a notification and return its id."""
+        response = await self.client.post(
+            "/v1/notifications",
+            json={
+                "channel": channel,
+                "user_id": user_id,
+                "template": template,
+                "data": data or {},
+                **extra,
+            },
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["id"])
+
+
+def _phone() -> str:
+    return "+1555" + str(uuid.uuid4().int)[:7]
