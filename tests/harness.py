@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from herald.devserver import TemporalDevServer, free_port
+from herald.devserver import free_port
 from herald.processes import ManagedProcess, herald_argv
 from herald.settings import Settings
 from herald.sinks import Sinks
