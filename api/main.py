@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,12 @@ from herald.tenants import ApiKeyCache
 REQUESTS = Counter(
     "herald_api_requests_total", "API requests answered", ["method", "route", "status"]
 )
-LATENCY = Histogram("herald_api_request_seconds", "API request latency", ["method", "route"])
+LATENCY = Histogram(
+    "herald_api_request_seconds", "API request latency", ["method", "route", "status"]
+)
+log = logging.getLogger("api.access")
+# Probes and scrapes would drown the access log.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -53,9 +59,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def observe(request: Request, call_next: RequestResponseEndpoint) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
+        elapsed = time.perf_counter() - started
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        status = str(response.status_code)
+        LATENCY.labels(request.method, route, status).observe(elapsed)
+        REQUESTS.labels(request.method, route, status).inc()
+        if route not in _QUIET_ROUTES:
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 1),
+                },
+            )
         return response
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)

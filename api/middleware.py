@@ -9,13 +9,16 @@ import uuid
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from herald.logs import log_context
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
 
 
 class RequestIdMiddleware:
-    """Takes ``X-Request-ID`` (or makes one), exposes it to handlers and echoes it back."""
+    """Takes ``X-Request-ID`` (or makes one), exposes it to handlers and log lines, and
+    echoes it back."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -35,7 +38,8 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with log_context(request_id=request_id):
+                await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
 

@@ -236,6 +236,15 @@ class ResendRequest(BaseModel):
     reason: str = "resend requested"
 
 
+class AttemptFailed(BaseModel):
+    """Signal ``attempt_failed``: a provider attempt failed and Temporal will retry it."""
+
+    cycle: int = 1
+    attempt: int
+    provider: str
+    error: str
+
+
 class NotificationState(BaseModel):
     """Query ``status``: what the workflow knows now."""
 

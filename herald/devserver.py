@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+from herald.search import SEARCH_ATTRIBUTE_TYPES
+
 # Search attributes Herald's workflows upsert (name → type), registered at start.
-SEARCH_ATTRIBUTES: dict[str, str] = {}
+SEARCH_ATTRIBUTES: dict[str, str] = SEARCH_ATTRIBUTE_TYPES
 
 
 def temporal_binary() -> str:

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     worker_concurrency: int = 100
     log_level: str = "INFO"
 
+    # Workers and the bridge serve /metrics, /healthz and /readyz here; 0 turns it off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
     def as_env(self) -> dict[str, str]:
         """These settings as the environment a child process reads them from."""
         return {

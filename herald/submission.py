@@ -7,6 +7,7 @@ import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from herald import search
 from herald.contracts import (
     NotificationInput,
     NotificationRequest,
@@ -103,6 +105,19 @@ async def template_exists(
         return found.first() is not None
 
 
+def _visibility(notification: NotificationInput) -> dict[str, Any]:
+    """What makes the workflow findable and readable in the Temporal UI and CLI."""
+    return {
+        "memo": {
+            "request_hash": notification.request_hash or "",
+            "request_id": notification.request_id or "",
+        },
+        "search_attributes": search.at_start(notification),
+        "static_summary": search.summary(notification),
+        "static_details": search.details(notification),
+    }
+
+
 async def start_notification(
     client: Client, settings: Settings, notification: NotificationInput
 ) -> bool:
@@ -118,7 +133,7 @@ async def start_notification(
             id=notification.workflow_id,
             task_queue=core_task_queue(settings),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            memo={"request_hash": notification.request_hash or ""},
+            **_visibility(notification),
         )
     except WorkflowAlreadyStartedError:
         return False
@@ -137,7 +152,7 @@ async def start_resend(client: Client, settings: Settings, notification: Notific
         id=workflow_id_for(notification.notification_id),
         task_queue=core_task_queue(settings),
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        memo={"request_hash": notification.request_hash or ""},
+        **_visibility(notification),
         start_signal="resend",
         start_signal_args=[ResendRequest()],
     )

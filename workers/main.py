@@ -30,7 +30,9 @@ from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
 from activities.templates import TemplateActivities
 from herald.contracts import Channel
+from herald.correlation import CorrelationInterceptor
 from herald.db import make_engine
+from herald.metrics import start_process_metrics
 from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect, core_task_queue
 from workflows.notification import NotificationWorkflow
@@ -60,6 +62,7 @@ def core_worker(
         max_concurrent_activities=concurrency,
         max_concurrent_local_activities=concurrency,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        interceptors=[CorrelationInterceptor()],
     )
 
 
@@ -83,7 +86,8 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
     concurrency = concurrency or settings.worker_concurrency
-    client = await connect(settings)
+    metrics, runtime = start_process_metrics(settings)
+    client = await connect(settings, runtime)
     engine = make_engine(settings, pool_size=min(concurrency, settings.database_pool_size))
     http = httpx.AsyncClient(
         timeout=settings.provider_timeout_seconds,
@@ -100,6 +104,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
             activities=[activity],
             max_concurrent_activities=concurrency,
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            interceptors=[CorrelationInterceptor()],
         )
 
     stop = asyncio.Event()
@@ -109,10 +114,16 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
 
     log.info("worker started", extra={"queue": queue, "concurrency": concurrency})
     async with worker:
+        if metrics:
+            metrics.ready.set()
         await stop.wait()
+        if metrics:
+            metrics.ready.clear()
         log.info("worker stopping: finishing in-flight tasks", extra={"queue": queue})
     if isinstance(provider, Provider):
         await provider.close()
     await http.aclose()
     await engine.dispose()
+    if metrics:
+        metrics.stop()
     log.info("worker stopped", extra={"queue": queue})

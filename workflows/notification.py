@@ -20,8 +20,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.recipients import RecipientActivities
     from activities.status import StatusActivities
     from activities.templates import TemplateActivities
+    from herald import search
     from herald.contracts import (
         AcceptedRecord,
+        AttemptFailed,
         CancelRequest,
         NotificationInput,
         NotificationState,
@@ -202,11 +204,15 @@ class NotificationWorkflow:
     ) -> NotificationState:
         """Move to ``status`` and append it to the event log."""
         assert self._request is not None
+        changed = status != self._status
         self._status = status
         if attempt is not None:
             self._attempts = attempt
         if error is not None:
             self._last_error = error
+        workflow.upsert_search_attributes(
+            search.on_transition(status, self._attempts, workflow.now() if changed else None)
+        )
         await self._step(
             StatusActivities.record_status,
             StatusEvent(
@@ -241,10 +247,11 @@ class NotificationWorkflow:
         )
 
     @workflow.signal
-    def cancel(self, request: CancelRequest) -> None:
-        """Stop the notification if it has not been sent yet."""
+    def cancel(self, request: CancelRequest | None = None) -> None:
+        """Stop the notification if it has not been sent yet (no argument needed)."""
+        # Optional so `temporal workflow signal --name cancel` without --input works.
         if self._cancel is None:
-            self._cancel = request
+            self._cancel = request or CancelRequest()
         if self._send is not None and not self._send.done():
             self._send.cancel()
 
@@ -255,6 +262,24 @@ class NotificationWorkflow:
         if self._request is not None:
             workflow.logger.info("resend requested: %s", request.reason)
             self._resend_pending = True
+
+    # Abandoning it is right: a retry note that lost the race with the outcome is moot.
+    @workflow.signal(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def attempt_failed(self, failure: AttemptFailed) -> None:
+        """A provider attempt failed and Temporal will retry it: the notification is retrying."""
+        current = (
+            self._status in (Status.sending, Status.retrying)
+            and self._cancel is None
+            and failure.cycle == self._cycle
+            and failure.attempt >= self._attempts
+        )
+        if current:
+            await self._transition(
+                Status.retrying,
+                attempt=failure.attempt,
+                provider=failure.provider,
+                error=failure.error,
+            )
 
     @workflow.query
     def status(self) -> NotificationState:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from herald import statuslog
-from herald.contracts import SendRequest, SendResult, Status, StatusEvent
+from herald.contracts import AttemptFailed, SendRequest, SendResult, Status, StatusEvent
+from herald.metrics import ATTEMPTS, NOTIFICATIONS, PROVIDER_LATENCY
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class ProviderActivity:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure."""
         attempt = activity.info().attempt
         try:
-            message_id = await self.provider.deliver(request)
+            message_id = await self._timed_deliver(request)
         except ProviderError as err:
             raise await self._failure(
                 request, attempt, str(err), err.permanent, err.retry_after
@@ -67,9 +69,29 @@ class ProviderActivity:
         except (TimeoutError, OSError) as err:
             reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
             raise await self._failure(request, attempt, reason, False, None) from err
+        ATTEMPTS.labels(request.channel.value, self.provider.name, "ok").inc()
+        NOTIFICATIONS.labels(request.channel.value, self.provider.name, "sent").inc()
+        log.info(
+            "sent",
+            extra={
+                "channel": request.channel.value,
+                "provider": self.provider.name,
+                "attempt": attempt,
+                "provider_message_id": message_id,
+            },
+        )
         return SendResult(
             provider=self.provider.name, provider_message_id=message_id, attempt=attempt
         )
+
+    async def _timed_deliver(self, request: SendRequest) -> str:
+        started = time.perf_counter()
+        try:
+            return await self.provider.deliver(request)
+        finally:
+            PROVIDER_LATENCY.labels(request.channel.value, self.provider.name).observe(
+                time.perf_counter() - started
+            )
 
     async def _failure(
         self,
@@ -90,8 +112,15 @@ class ProviderActivity:
                 "error": message,
             },
         )
+        channel = request.channel.value
+        ATTEMPTS.labels(
+            channel, self.provider.name, "permanent_error" if permanent else "transient_error"
+        ).inc()
         if not permanent and attempt < request.max_attempts:
             await self._record_retrying(request, attempt, message)
+            await self._signal_retrying(request, attempt, message)
+        else:
+            NOTIFICATIONS.labels(channel, self.provider.name, "failed").inc()
         return ApplicationError(
             message,
             {"attempt": attempt, "provider": self.provider.name},
@@ -121,3 +150,19 @@ class ProviderActivity:
             log.exception(
                 "could not record retrying", extra={"notification_id": str(request.notification_id)}
             )
+
+    async def _signal_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
+        """Tell the workflow, so its status, query and search attributes say ``retrying``."""
+        info = activity.info()
+        if info.workflow_id is None:
+            return
+        failure = AttemptFailed(
+            cycle=request.cycle, attempt=attempt, provider=self.provider.name, error=error
+        )
+        try:
+            handle = activity.client().get_workflow_handle(
+                info.workflow_id, run_id=info.workflow_run_id
+            )
+            await asyncio.wait_for(handle.signal("attempt_failed", failure), _STATUS_WRITE_TIMEOUT)
+        except Exception:  # the retry itself matters more than its announcement
+            log.warning("could not signal retrying to the workflow", exc_info=True)

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, not_found, unprocessable
+from api.middleware import request_id_var
 from api.schemas import EventOut, NotificationOut, NotificationPage
 from herald import statuslog, submission
 from herald.contracts import (
@@ -141,6 +142,15 @@ async def submit(
                 return replay
             await asyncio.sleep(0.1)
         raise ApiError(409, "a request with this Idempotency-Key is still being accepted; retry")
+    log.info(
+        "notification accepted",
+        extra={
+            "notification_id": str(notification_id),
+            "tenant": tenant.name,
+            "channel": request.channel.value,
+            "template": request.template,
+        },
+    )
     try:
         await statuslog.record_accepted(engine, notification)
     except Exception:  # the workflow writes the same row as its first step
@@ -268,6 +278,7 @@ async def resend(
         created_at=now,
         cycle=row["cycle"] + 1,
         retry=submission.retry_spec(backends.settings),
+        request_id=request_id_var.get(),
         task_queue_prefix=backends.settings.task_queue_prefix,
     )
     await submission.start_resend(backends.temporal, backends.settings, notification)
