@@ -6,7 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 
 def herald_argv(*args: str) -> list[str]:
@@ -60,3 +63,16 @@ class ManagedProcess:
         if self.alive:
             self.process.kill()
         return self.process.wait()
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers 200 (a process has finished starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")

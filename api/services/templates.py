@@ -5,7 +5,8 @@ from __future__ import annotations
 import uuid
 
 from jinja2 import TemplateSyntaxError
-from sqlalchemy import RowMapping, func, select
+from jinja2.exceptions import SecurityError
+from sqlalchemy import RowMapping, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,10 +16,14 @@ from api.schemas import TemplateIn, TemplateOut, TemplateVersions
 from herald.contracts import Channel
 from herald.db import Template
 
+_TEMPLATES = Template.__table__
+
 
 def _check(template: TemplateIn) -> None:
     if template.channel is Channel.email and not template.subject:
         raise unprocessable("subject", "an email template needs a subject")
+    if template.subject and ("\r" in template.subject or "\n" in template.subject):
+        raise unprocessable("subject", "the subject is an email header: no line breaks")
     for field, source in (("subject", template.subject), ("body", template.body)):
         if not source:
             continue
@@ -28,7 +33,9 @@ def _check(template: TemplateIn) -> None:
             raise unprocessable(
                 field, f"template syntax error on line {err.lineno}: {err.message}"
             ) from err
-        except Exception:
+        except SecurityError as err:  # unsafe, or beyond the sandbox's bounds
+            raise unprocessable(field, f"template refused: {err}") from err
+        except Exception:  # missing variables and the like: known only with the data
             pass
 
 
@@ -59,13 +66,13 @@ async def save_version(
             row = (
                 (
                     await conn.execute(
-                        Template.__table__.insert()
+                        insert(Template)
                         .values(
                             tenant_id=tenant_id,
                             version=(latest or 0) + 1,
                             **template.model_dump(mode="json"),
                         )
-                        .returning(*Template.__table__.c)
+                        .returning(*_TEMPLATES.c)
                     )
                 )
                 .mappings()
@@ -80,7 +87,7 @@ async def get_versions(
     engine: AsyncEngine, tenant_id: uuid.UUID, key: str, version: int | None
 ) -> TemplateVersions:
     """Latest version per channel and locale, or every locale's version ``version``."""
-    query = select(Template.__table__).where(Template.tenant_id == tenant_id, Template.key == key)
+    query = select(_TEMPLATES).where(Template.tenant_id == tenant_id, Template.key == key)
     if version is not None:
         query = query.where(Template.version == version)
     else:
