@@ -89,6 +89,25 @@ class QueuedNotification(NotificationRequest):
     tenant: str = Field(min_length=1, max_length=128)
 
 
+class FailedNotification(NotificationRequest):
+    """Published to ``herald.failed`` when a send cycle ends ``failed``: the full request,
+    whose it is, and the last error, for downstream consumers and ``herald dead replay``.
+    """
+
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant: str = ""
+    cycle: int = 1
+    attempts: int = 0
+    last_error: str
+    failed_at: datetime
+
+    @property
+    def message_id(self) -> str:
+        """One per send cycle: a republished copy (activity retry) carries the same id."""
+        return f"{self.id}:{self.cycle}"
+
+
 class RetrySpec(BaseModel):
     """How the provider call is retried; turned into a Temporal ``RetryPolicy``."""
 

@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     retry_maximum_interval_seconds: float = 300.0
     send_timeout_seconds: float = 30.0
 
+    # The RabbitMQ bridge (``herald bridge``) and everything that publishes to RabbitMQ.
+    # Ingest messages share the REST body limit, ``max_request_bytes``.
+    bridge_prefetch: int = Field(default=50, ge=1, le=65_535)
+    bridge_delivery_limit: int = Field(default=10, ge=1)
+    bridge_retry_initial_seconds: float = 0.5
+    bridge_retry_maximum_seconds: float = 30.0
+    bridge_shutdown_seconds: float = 30.0
+    bridge_watchdog_seconds: float = 5.0
+    amqp_reconnect_seconds: float = 2.0
+    amqp_publish_timeout_seconds: float = 10.0
+
     worker_concurrency: int = 100
     log_level: str = "INFO"
 

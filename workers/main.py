@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.failures import FailureActivities
 from activities.providers.base import Provider, ProviderActivity
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
 from activities.providers.email import SmtpProvider
@@ -29,6 +30,7 @@ from activities.providers.sms import TwilioProvider
 from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
 from activities.templates import TemplateActivities
+from herald import amqp
 from herald.contracts import Channel
 from herald.correlation import CorrelationInterceptor
 from herald.db import make_engine
@@ -44,15 +46,25 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
 def core_worker(
-    client: Client, settings: Settings, engine: AsyncEngine, concurrency: int
+    client: Client,
+    settings: Settings,
+    engine: AsyncEngine,
+    concurrency: int,
+    publisher: amqp.Publisher | None = None,
 ) -> Worker:
-    """The worker for workflows and the recipient/template/status steps."""
+    """The worker for workflows, the recipient/template/status steps and ``publish_failed``.
+
+    ``publisher`` reaches RabbitMQ for ``herald.failed``; it connects on first use, so the
+    worker starts (and works) while RabbitMQ is down.
+    """
     status = StatusActivities(engine)
+    publisher = publisher or amqp.Publisher(settings, declare=True, name="herald-worker-core")
     activities: Sequence[Any] = [
         status.record_accepted,
         status.record_status,
         RecipientActivities(engine).load_recipient,
         TemplateActivities(engine).render_template,
+        FailureActivities(publisher).publish_failed,
     ]
     return Worker(
         client,
@@ -94,8 +106,10 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
     )
     provider: ProviderActivity | Provider | None = None
+    publisher: amqp.Publisher | None = None
     if queue == "core":
-        worker = core_worker(client, settings, engine, concurrency)
+        publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
+        worker = core_worker(client, settings, engine, concurrency, publisher)
     else:
         provider, activity = channel_activity(Channel(queue), settings, engine, http)
         worker = Worker(
@@ -123,6 +137,8 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
     if isinstance(provider, Provider):
         await provider.close()
     await http.aclose()
+    if publisher is not None:
+        await publisher.close()
     await engine.dispose()
     if metrics:
         metrics.stop()

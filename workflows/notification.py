@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.failures import FailureActivities
     from activities.recipients import RecipientActivities
     from activities.status import StatusActivities
     from activities.templates import TemplateActivities
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         AcceptedRecord,
         AttemptFailed,
         CancelRequest,
+        FailedNotification,
         NotificationInput,
         NotificationState,
         RecipientLookup,
@@ -45,6 +47,14 @@ LOCAL_STEP_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 LOCAL_STEP_TIMEOUT = timedelta(seconds=10)
+# Publishing to herald.failed retries for as long as RabbitMQ is away: an outage delays
+# the publication, it never loses it.
+PUBLISH_FAILED_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+PUBLISH_FAILED_TIMEOUT = timedelta(seconds=30)
 
 
 def _failure_reason(err: ActivityError) -> tuple[str, int | None]:
@@ -228,7 +238,34 @@ class NotificationWorkflow:
                 error=error,
             ),
         )
+        if status is Status.failed:
+            await self._publish_failed()
         return self.status()
+
+    async def _publish_failed(self) -> None:
+        """Publish the full request and the last error to ``herald.failed``."""
+        request = self._request
+        assert request is not None
+        await workflow.execute_activity_method(
+            FailureActivities.publish_failed,
+            FailedNotification(
+                id=request.notification_id,
+                tenant_id=request.tenant_id,
+                tenant=request.tenant,
+                channel=request.channel,
+                user_id=request.user_id,
+                template=request.template,
+                locale=request.locale,
+                data=request.data,
+                send_at=request.send_at,
+                cycle=self._cycle,
+                attempts=self._attempts,
+                last_error=self._last_error or "failed",
+                failed_at=workflow.now(),
+            ),
+            start_to_close_timeout=PUBLISH_FAILED_TIMEOUT,
+            retry_policy=PUBLISH_FAILED_RETRY,
+        )
 
     async def _note(self, detail: str) -> None:
         """Log something that happened without changing the status."""
