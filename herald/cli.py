@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from herald.contracts import Channel
 from herald.settings import get_settings
 
 app = typer.Typer(help="Herald: durable email, SMS and push notifications.", no_args_is_help=True)
@@ -15,6 +16,13 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(db_app, name="db")
+rabbitmq_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
+app.add_typer(rabbitmq_app, name="rabbitmq")
+dead_app = typer.Typer(
+    help="Dead-lettered messages (herald.dead) and failed notifications (herald.failed).",
+    no_args_is_help=True,
+)
+app.add_typer(dead_app, name="dead")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -118,6 +126,174 @@ def apikey_create(
             await engine.dispose()
 
     print(asyncio.run(create()))
+
+
+@app.command()
+def bridge() -> None:
+    """Run the RabbitMQ bridge: queued notification requests become workflows."""
+    from bridge.main import run_bridge
+    from herald.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, component="bridge")
+    asyncio.run(run_bridge(settings))
+
+
+@rabbitmq_app.command("setup")
+def rabbitmq_setup() -> None:
+    """Declare Herald's exchanges, queues and bindings (idempotent)."""
+    from aio_pika.exceptions import AMQPError
+
+    from herald import amqp
+
+    settings = get_settings()
+    try:
+        queues = asyncio.run(amqp.setup(settings))
+    except (AMQPError, OSError, TimeoutError) as err:
+        err_console.print(f"[red]could not set up RabbitMQ:[/] {type(err).__name__}: {err}")
+        raise typer.Exit(1) from err
+    console.print(
+        f"{amqp.REQUESTS_EXCHANGE} routes to {', '.join(queues.values())}; "
+        f"dead letters in {amqp.DEAD}, failed notifications in {amqp.FAILED}",
+        highlight=False,
+    )
+
+
+@app.command()
+def publish(
+    channel: Annotated[Channel, typer.Option(help="email, sms or push.")],
+    user_id: Annotated[str, typer.Option(help="The recipient's id.")],
+    template: Annotated[str, typer.Option(help="Template key.")],
+    data: Annotated[str, typer.Option(help="Template data, a JSON object.")] = "{}",
+    tenant: Annotated[str, typer.Option(help="Tenant name.")] = "demo",
+    locale: Annotated[str | None, typer.Option(help="Locale, e.g. de-AT.")] = None,
+    count: Annotated[int, typer.Option(min=1, help="How many, each with its own id.")] = 1,
+    notification_id: Annotated[
+        str | None, typer.Option("--id", help="Notification id (with --count 1); else random.")
+    ] = None,
+) -> None:
+    """Publish notification requests to RabbitMQ: persistent, mandatory, confirmed."""
+    import json
+    import uuid
+    from collections.abc import Callable
+
+    from pydantic import ValidationError
+    from rich.progress import Progress
+
+    from bridge.ingest import describe_invalid
+    from herald.amqp import PublishFailed
+    from herald.contracts import QueuedNotification
+    from herald.producer import NotificationProducer
+
+    if notification_id is not None and count != 1:
+        err_console.print("[red]--id names one notification; use it with --count 1[/]")
+        raise typer.Exit(2)
+    try:
+        values = json.loads(data)
+        batch = [
+            QueuedNotification(
+                id=uuid.UUID(notification_id) if notification_id else uuid.uuid4(),
+                tenant=tenant,
+                channel=channel,
+                user_id=user_id,
+                template=template,
+                locale=locale,
+                data=values,
+            )
+            for _ in range(count)
+        ]
+    except ValueError as err:
+        reason = describe_invalid(err) if isinstance(err, ValidationError) else str(err)
+        err_console.print(f"[red]invalid request:[/] {reason}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from err
+
+    async def send(advance: Callable[[QueuedNotification], None] | None) -> int:
+        async with NotificationProducer(settings=get_settings()) as producer:
+            return await producer.publish_many(batch, on_published=advance)
+
+    try:
+        if count == 1:
+            asyncio.run(send(None))
+        else:
+            with Progress(console=err_console) as progress:
+                task = progress.add_task("publishing", total=count)
+                asyncio.run(send(lambda _: progress.advance(task)))
+    except PublishFailed as err:
+        err_console.print(f"[red]not published:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from err
+    if count == 1:
+        print(batch[0].id)
+    else:
+        console.print(f"published {count} {channel.value} requests", highlight=False)
+
+
+def _dead_queues(queue: str) -> tuple[str, ...]:
+    from herald import amqp
+
+    choices = {"dead": (amqp.DEAD,), "failed": (amqp.FAILED,), "all": (amqp.DEAD, amqp.FAILED)}
+    if queue not in choices:
+        err_console.print(f"[red]unknown queue {queue!r}[/]; choose dead, failed or all")
+        raise typer.Exit(2)
+    return choices[queue]
+
+
+@dead_app.command("list")
+def dead_list(
+    queue: Annotated[str, typer.Option(help="dead, failed or all.")] = "all",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many per queue.")] = 100,
+) -> None:
+    """Show what is in herald.dead and herald.failed and why; the queues stay as they were."""
+    from rich.table import Table
+
+    from bridge.deadletters import list_dead
+
+    found = asyncio.run(list_dead(get_settings(), _dead_queues(queue), limit))
+    if not found:
+        console.print("nothing dead-lettered, nothing failed")
+        return
+    table = Table("queue", "id", "channel", "at", "reason", show_lines=False)
+    for entry in found:
+        table.add_row(
+            entry.queue,
+            entry.notification_id or entry.message_id,
+            entry.channel or "?",
+            entry.at.isoformat(timespec="seconds") if entry.at else "",
+            entry.reason,
+        )
+    console.print(table)
+
+
+@dead_app.command("replay")
+def dead_replay(
+    wanted: Annotated[
+        str | None, typer.Argument(metavar="ID", help="Notification id or message id.")
+    ] = None,
+    replay_all: Annotated[bool, typer.Option("--all", help="Replay every message.")] = False,
+    queue: Annotated[str, typer.Option(help="dead, failed or all.")] = "all",
+) -> None:
+    """Resubmit dead-lettered requests and resend failed notifications, once fixed."""
+    from bridge.deadletters import replay_dead
+
+    if (wanted is None) == (not replay_all) or (wanted is not None and replay_all):
+        err_console.print("[red]name one ID, or pass --all[/]")
+        raise typer.Exit(2)
+    try:
+        done = asyncio.run(replay_dead(get_settings(), wanted=wanted, queues=_dead_queues(queue)))
+    except Exception as err:
+        err_console.print(
+            f"[red]replay stopped:[/] {type(err).__name__}: {err}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from err
+    if not done:
+        console.print(f"nothing to replay{f' named {wanted}' if wanted else ''}")
+        raise typer.Exit(1 if wanted else 0)
+    for item in done:
+        name = item.entry.notification_id or item.entry.message_id
+        console.print(
+            f"{item.result.value:<11} {item.entry.queue}  {name}  {item.detail}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 if __name__ == "__main__":

@@ -53,9 +53,12 @@ async def check_services(settings: Settings) -> list[str]:
 
 
 def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
-    """API and one worker per task queue (the bridge joins them when it exists)."""
+    """API, the RabbitMQ bridge and one worker per task queue."""
     env: dict[str, str] = {}
-    procs = [ManagedProcess("api", herald_argv("api"), env, log_dir)]
+    procs = [
+        ManagedProcess("api", herald_argv("api"), env, log_dir),
+        ManagedProcess("bridge", herald_argv("bridge"), env, log_dir),
+    ]
     procs += [
         ManagedProcess(f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir)
         for queue in PROCESS_TYPES
@@ -114,6 +117,7 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         "\n[bold green]Herald is running[/]\n"
         f"  API          {api_url}   (docs: {api_url}/docs)\n"
         f"  Temporal UI  {settings.temporal_ui_url}\n"
+        "  Bridge       herald.requests → herald.email/sms/push (herald publish, herald dead)\n"
         f"  Sinks        {sink_line}\n"
         f"  Logs         {log_dir}\n"
         "  API key      herald apikey create --tenant demo\n"

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from herald import search
+from herald import search, statuslog
 from herald.contracts import (
     NotificationInput,
     NotificationRequest,
@@ -23,9 +24,11 @@ from herald.contracts import (
     RetrySpec,
     workflow_id_for,
 )
-from herald.db import Template
+from herald.db import Notification, Template
 from herald.settings import Settings
 from herald.temporal import core_task_queue
+
+log = logging.getLogger(__name__)
 
 WORKFLOW = "NotificationWorkflow"
 # Notification ids derived from Idempotency-Key live in their own UUID namespace.
@@ -67,8 +70,9 @@ def build_input(
     request: NotificationRequest,
     idempotency_key: str | None = None,
     request_id: str | None = None,
+    cycle: int = 1,
 ) -> NotificationInput:
-    """The workflow input for a new notification."""
+    """The workflow input for a new notification (or, with ``cycle``, a later send cycle)."""
     return NotificationInput(
         notification_id=notification_id,
         tenant_id=tenant_id,
@@ -80,12 +84,22 @@ def build_input(
         data=request.data,
         send_at=request.send_at,
         created_at=datetime.now(UTC),
+        cycle=cycle,
         retry=retry_spec(settings),
         request_id=request_id,
         idempotency_key=idempotency_key,
         request_hash=request_hash(request),
         task_queue_prefix=settings.task_queue_prefix,
     )
+
+
+async def find_notification(engine: AsyncEngine, notification_id: uuid.UUID) -> RowMapping | None:
+    """The notification's row, whichever tenant it belongs to, if it was ever accepted."""
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            select(Notification.__table__).where(Notification.id == notification_id)
+        )
+        return found.mappings().first()
 
 
 async def template_exists(
@@ -156,3 +170,24 @@ async def start_resend(client: Client, settings: Settings, notification: Notific
         start_signal="resend",
         start_signal_args=[ResendRequest()],
     )
+
+
+async def accept(
+    client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
+) -> bool:
+    """Start the workflow durably, then record ``accepted``; ``False`` for a known id.
+
+    The start is what makes a notification accepted: a failed ``accepted`` write is only
+    logged, because the workflow writes the same row and event as its first step.
+    """
+    if not await start_notification(client, settings, notification):
+        return False
+    try:
+        await statuslog.record_accepted(engine, notification)
+    except Exception:
+        log.warning(
+            "accepted notification not yet recorded; its workflow will record it",
+            extra={"notification_id": str(notification.notification_id)},
+            exc_info=True,
+        )
+    return True

@@ -1,0 +1,279 @@
+"""``herald dead list`` and ``herald dead replay``: what is in ``herald.dead`` and
+``herald.failed``, and sending it again once the cause is fixed.
+
+Listing takes messages without acknowledging them and closes the channel, so every one
+of them goes back to its queue. Replaying acknowledges a message only after its replay
+is durable:
+
+- from ``herald.dead``: the original body is published again (confirmed) to
+  ``herald.requests`` with its channel's routing key; the bridge validates it afresh and
+  dead-letters it again if it is still invalid;
+- from ``herald.failed``: the notification gets its next send cycle (as ``POST
+  /v1/notifications/{id}/resend`` does), but only if it is still ``failed`` in that
+  cycle. A copy whose notification has moved on is stale and is dropped, so replaying
+  twice never sends twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client
+
+from herald import amqp, statuslog, submission
+from herald.contracts import Channel, FailedNotification, NotificationRequest, Status
+from herald.db import make_engine
+from herald.settings import Settings
+from herald.temporal import connect
+
+log = logging.getLogger(__name__)
+
+QUEUES = (amqp.DEAD, amqp.FAILED)
+_GET_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class DeadMessage:
+    """One message in ``herald.dead`` or ``herald.failed``, as an operator sees it."""
+
+    queue: str
+    message_id: str
+    notification_id: str | None
+    channel: str | None
+    reason: str
+    at: datetime | None
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def reason_of(message: AbstractIncomingMessage) -> str:
+    """``x-herald-error`` if Herald said why, else what the broker's ``x-death`` says."""
+    headers = message.headers or {}
+    if amqp.ERROR_HEADER in headers:
+        return _text(headers[amqp.ERROR_HEADER])
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        death = deaths[0]
+        reason = _text(death.get("reason", "dead-lettered"))
+        if reason == "delivery_limit":
+            reason = "delivery limit reached (the consumer kept failing or crashing on it)"
+        return f"{reason} in {_text(death.get('queue', '?'))}"
+    return "no reason recorded"
+
+
+def _body(message: AbstractIncomingMessage) -> dict[str, Any]:
+    try:
+        body = json.loads(message.body)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _channel_of(message: AbstractIncomingMessage, body: dict[str, Any]) -> str | None:
+    for candidate in (message.routing_key, body.get("channel")):
+        if candidate in {kind.value for kind in Channel}:
+            return str(candidate)
+    return None
+
+
+def describe(queue: str, message: AbstractIncomingMessage) -> DeadMessage:
+    """The operator's view of one message."""
+    body = _body(message)
+    notification_id = body.get("id")
+    return DeadMessage(
+        queue=queue,
+        message_id=message.message_id or "",
+        notification_id=str(notification_id) if notification_id is not None else None,
+        channel=_channel_of(message, body),
+        reason=reason_of(message),
+        at=message.timestamp,
+    )
+
+
+def matches(entry: DeadMessage, wanted: str) -> bool:
+    """Whether ``wanted`` names this message (its notification id or message id)."""
+    return wanted in (entry.notification_id, entry.message_id)
+
+
+@asynccontextmanager
+async def _borrowing(settings: Settings) -> AsyncIterator[AbstractChannel]:
+    """A channel whose unacknowledged messages all go back to their queues at the end."""
+    connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+    try:
+        channel = await connection.channel()
+        await amqp.declare_topology(channel, settings)
+        yield channel
+    finally:
+        await connection.close()
+
+
+async def _take(
+    channel: AbstractChannel, queue_name: str
+) -> AsyncIterator[AbstractIncomingMessage]:
+    """The messages in the queue now, each once (not those that arrive meanwhile, such
+    as a replayed message the bridge dead-letters again)."""
+    queue = await channel.get_queue(queue_name)
+    for _ in range(queue.declaration_result.message_count or 0):
+        message = await queue.get(no_ack=False, fail=False, timeout=_GET_TIMEOUT)
+        if message is None:
+            return
+        yield message
+
+
+async def list_dead(
+    settings: Settings, queues: Sequence[str] = QUEUES, limit: int = 100
+) -> list[DeadMessage]:
+    """Up to ``limit`` messages per queue, oldest first; the queues are left as they were."""
+    found: list[DeadMessage] = []
+    async with _borrowing(settings) as channel:
+        for queue_name in queues:
+            taken = 0
+            async for message in _take(channel, queue_name):
+                found.append(describe(queue_name, message))
+                taken += 1
+                if taken >= limit:
+                    break
+    return found
+
+
+class ReplayResult(StrEnum):
+    """What a replay did with one message."""
+
+    republished = "republished"
+    resent = "resent"
+    stale = "stale"
+    kept = "kept"
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """One replayed message and what happened to it."""
+
+    entry: DeadMessage
+    result: ReplayResult
+    detail: str
+
+
+class Replayer:
+    """Replays messages; opens Temporal and PostgreSQL only if a failed one needs them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._publisher = amqp.Publisher(settings, name="herald-replay")
+        self._temporal: Client | None = None
+        self._engine: AsyncEngine | None = None
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self._publisher.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def replay(self, queue: str, message: AbstractIncomingMessage) -> Replayed:
+        """Replay one message; the caller acknowledges it unless the result is ``kept``."""
+        entry = describe(queue, message)
+        if queue == amqp.FAILED:
+            return await self._resend(entry, message)
+        return await self._republish(entry, message)
+
+    async def _republish(self, entry: DeadMessage, message: AbstractIncomingMessage) -> Replayed:
+        if entry.channel is None:
+            return Replayed(entry, ReplayResult.kept, "no channel to route it by; left in place")
+        headers = {
+            key: value
+            for key, value in (message.headers or {}).items()
+            if not key.startswith("x-death")
+            and not key.startswith("x-first-death")
+            and key not in (amqp.ERROR_HEADER, amqp.QUEUE_HEADER, "x-delivery-count")
+        }
+        copy = amqp.json_message(
+            message.body,
+            message_id=entry.message_id or entry.notification_id or uuid.uuid4().hex,
+            headers=headers,
+            correlation_id=message.correlation_id,
+        )
+        await self._publisher.publish(amqp.REQUESTS_EXCHANGE, entry.channel, copy)
+        return Replayed(entry, ReplayResult.republished, f"to {amqp.request_queue(entry.channel)}")
+
+    async def _backends(self) -> tuple[Client, AsyncEngine]:
+        if self._temporal is None:
+            self._temporal = await connect(self._settings)
+        if self._engine is None:
+            self._engine = make_engine(self._settings, pool_size=1)
+        return self._temporal, self._engine
+
+    async def _resend(self, entry: DeadMessage, message: AbstractIncomingMessage) -> Replayed:
+        try:
+            failed = FailedNotification.model_validate_json(message.body)
+        except ValidationError:
+            return Replayed(entry, ReplayResult.kept, "not a failed notification; left in place")
+        temporal, engine = await self._backends()
+        row = await submission.find_notification(engine, failed.id)
+        if row is None:
+            return Replayed(entry, ReplayResult.kept, "no such notification; left in place")
+        if row["status"] != Status.failed.value or row["cycle"] != failed.cycle:
+            return Replayed(
+                entry,
+                ReplayResult.stale,
+                f"already moved on (now {row['status']}, cycle {row['cycle']}); dropped",
+            )
+        request = NotificationRequest.model_validate(
+            failed.model_dump(include=set(NotificationRequest.model_fields))
+        )
+        notification = submission.build_input(
+            self._settings,
+            notification_id=failed.id,
+            tenant_id=failed.tenant_id,
+            tenant=failed.tenant,
+            request=request,
+            cycle=failed.cycle + 1,
+        )
+        await submission.start_resend(temporal, self._settings, notification)
+        await statuslog.record_accepted(engine, notification)
+        return Replayed(entry, ReplayResult.resent, f"send cycle {notification.cycle} started")
+
+
+async def replay_dead(
+    settings: Settings,
+    *,
+    wanted: str | None,
+    queues: Sequence[str] = QUEUES,
+) -> list[Replayed]:
+    """Replay every message (``wanted`` None) or those named ``wanted``; others stay put."""
+    done: list[Replayed] = []
+    replayer = Replayer(settings)
+    try:
+        async with _borrowing(settings) as channel:
+            for queue_name in queues:
+                async for message in _take(channel, queue_name):
+                    if wanted is not None and not matches(describe(queue_name, message), wanted):
+                        continue
+                    outcome = await replayer.replay(queue_name, message)
+                    if outcome.result is not ReplayResult.kept:
+                        await message.ack()
+                    done.append(outcome)
+                    log.info(
+                        "replayed",
+                        extra={
+                            "queue": queue_name,
+                            "message_id": outcome.entry.message_id,
+                            "result": outcome.result.value,
+                        },
+                    )
+    finally:
+        await replayer.close()
+    return done
