@@ -1,48 +1,26 @@
 """Template activity: pick the template version for a locale and render it safely.
 
-Rendering uses jinja2's ``SandboxedEnvironment`` (no ``__class__``/``__globals__`` walks,
-bounded ``range``), ``StrictUndefined`` (a missing variable is an error, never an empty
-string) and autoescaping for email HTML. Every render error is permanent.
+Rendering uses jinja2's ``SandboxedEnvironment`` with bounds on loops, repetition,
+formatting and output size (``activities/sandbox.py``), ``StrictUndefined`` (a missing
+variable is an error, never an empty string) and autoescaping for email HTML. Every
+render error is permanent.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
-
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2 import TemplateError, UndefinedError
+from jinja2.exceptions import SecurityError
 from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.sandbox import render_source
 from herald.contracts import Channel, RenderedMessage, RenderRequest
 from herald.db import Template
 
 DEFAULT_LOCALE = "en"
-
-
-class _BoundedSandbox(SandboxedEnvironment):
-    """A sandbox whose ``range`` stays small enough not to stall a worker."""
-
-    MAX_RANGE = 10_000
-
-
-_ENVIRONMENTS = {
-    autoescape: _BoundedSandbox(autoescape=autoescape, undefined=StrictUndefined)
-    for autoescape in (False, True)
-}
-
-
-@lru_cache(maxsize=4096)
-def _compile(source: str, autoescape: bool) -> Any:
-    return _ENVIRONMENTS[autoescape].from_string(source)
-
-
-def render_source(source: str, data: dict[str, Any], *, autoescape: bool) -> str:
-    """Render one template string (compiled once per process and source)."""
-    return str(_compile(source, autoescape).render(**data))
+__all__ = ["TemplateActivities", "pick_locale", "render_source"]
 
 
 def pick_locale(available: list[str], wanted: str | None) -> str | None:
@@ -115,7 +93,7 @@ class TemplateActivities:
                 type="TemplateUnsafe",
                 non_retryable=True,
             ) from err
-        except (TemplateError, OverflowError, TypeError, ValueError) as err:
+        except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as err:
             raise ApplicationError(
                 f"{where}: {type(err).__name__}: {err}",
                 type="TemplateRenderError",

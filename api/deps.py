@@ -9,9 +9,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import ApiError
+from api.ratelimit import RateLimiter, retry_after_header
 from api.services.notifications import Backends
 from herald.settings import Settings
-from herald.tenants import ApiKeyCache, TenantContext
+from herald.tenants import ApiKeyCache, TenantContext, hash_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `herald apikey create`")
 
@@ -44,7 +45,24 @@ async def _tenant(
     if tenant is None:
         raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     request.state.tenant = tenant.name
+    await _within_rate_limit(request, credentials.credentials, tenant)
     return tenant
+
+
+async def _within_rate_limit(request: Request, key: str, tenant: TenantContext) -> None:
+    """429 with ``Retry-After`` once this API key has used its requests per minute."""
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is None:
+        return
+    per_minute = tenant.rate_limit_per_minute or _settings(request).rate_limit_per_minute
+    wait = await limiter.retry_after(hash_key(key), per_minute)
+    if wait is not None:
+        raise ApiError(
+            429,
+            f"rate limit of {per_minute} requests per minute for this API key exceeded; "
+            f"retry in {wait:.1f}s",
+            headers={"Retry-After": retry_after_header(wait), "X-RateLimit-Limit": str(per_minute)},
+        )
 
 
 BackendsDep = Annotated[Backends, Depends(_backends)]

@@ -13,6 +13,7 @@ from starlette.middleware.base import RequestResponseEndpoint
 
 from api.errors import install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.ratelimit import RateLimiter
 from api.routes import health, notifications, templates, users
 from api.services.notifications import Backends
 from herald.db import make_engine
@@ -42,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         temporal = await connect(settings, lazy=True)
         app.state.backends = Backends(engine=engine, temporal=temporal, settings=settings)
         app.state.api_keys = ApiKeyCache(engine, settings.api_key_cache_seconds)
+        app.state.rate_limiter = RateLimiter(settings.redis_url)
         yield
+        await app.state.rate_limiter.close()
         await engine.dispose()
 
     app = FastAPI(

@@ -141,6 +141,12 @@ class NotificationOut(BaseModel):
     updated_at: datetime
     cycle: int = 1
     send_at: datetime | None = None
+    fallback: list[Channel] = Field(default_factory=list)
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return [] if value is None else value
 
 
 class NotificationPage(BaseModel):

@@ -23,6 +23,8 @@ dead_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dead_app, name="dead")
+tenant_app = typer.Typer(help="Tenants and their limits.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -126,6 +128,32 @@ def apikey_create(
             await engine.dispose()
 
     print(asyncio.run(create()))
+
+
+@tenant_app.command("limit")
+def tenant_limit(
+    tenant: Annotated[str, typer.Argument(help="Tenant name.")],
+    per_minute: Annotated[
+        int | None,
+        typer.Option(min=1, help="Requests per minute per API key; omit for the default."),
+    ] = None,
+) -> None:
+    """Set a tenant's REST rate limit per API key (HERALD_RATE_LIMIT_PER_MINUTE if unset)."""
+    from herald.db import make_engine
+    from herald.tenants import set_rate_limit
+
+    async def apply() -> bool:
+        engine = make_engine(get_settings(), pool_size=1)
+        try:
+            return await set_rate_limit(engine, tenant, per_minute)
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(apply()):
+        err_console.print(f"[red]no tenant {tenant!r}[/]")
+        raise typer.Exit(1)
+    limit = f"{per_minute}/min" if per_minute else "the default"
+    console.print(f"{tenant}: {limit} per API key")
 
 
 @app.command()

@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -67,6 +67,19 @@ class NotificationBody(BaseModel):
     send_at: datetime | None = Field(
         default=None, description="Deliver no earlier than this time (ISO 8601 with zone)."
     )
+    fallback: list[Channel] = Field(
+        default_factory=list,
+        max_length=2,
+        description="Channels to try next, in order, when the user cannot be reached on the "
+        "first (no address or device, opted out, or the send failed for good).",
+    )
+
+    @field_validator("fallback")
+    @classmethod
+    def _distinct(cls, value: list[Channel]) -> list[Channel]:
+        if len(set(value)) != len(value):
+            raise ValueError("fallback names a channel twice")
+        return value
 
     @field_validator("send_at")
     @classmethod
@@ -80,6 +93,17 @@ class NotificationRequest(NotificationBody):
     """``POST /v1/notifications``: the body with the channel named."""
 
     channel: Channel
+
+    @model_validator(mode="after")
+    def _fallback_is_other_channels(self) -> NotificationRequest:
+        if self.channel in self.fallback:
+            raise ValueError(f"fallback repeats the channel {self.channel.value!r}")
+        return self
+
+    @property
+    def channels(self) -> list[Channel]:
+        """Every channel this request may use, in order."""
+        return [self.channel, *self.fallback]
 
 
 class QueuedNotification(NotificationRequest):
@@ -116,6 +140,8 @@ class RetrySpec(BaseModel):
     backoff_coefficient: float = 2.0
     maximum_interval_seconds: float = 300.0
     send_timeout_seconds: float = 30.0
+    # Times a send may be put off by an open circuit breaker without using an attempt.
+    max_deferrals: int = 0
 
 
 class NotificationInput(BaseModel):
@@ -138,6 +164,7 @@ class NotificationInput(BaseModel):
     idempotency_key: str | None = None
     request_hash: str | None = None
     task_queue_prefix: str = "herald"
+    fallback: list[Channel] = Field(default_factory=list)
 
     @property
     def workflow_id(self) -> str:
@@ -197,6 +224,9 @@ class SendRequest(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
     max_attempts: int = 3
     request_id: str | None = None
+    max_deferrals: int = 0
+    # Which channel of the fallback order this is (0: the one requested).
+    leg: int = 0
 
     @property
     def idempotency_key(self) -> str:
@@ -229,11 +259,15 @@ class StatusEvent(BaseModel):
     error: str | None = None
     # Events that only annotate (e.g. a refused cancel) do not move the current status.
     annotation: bool = False
+    # Which channel of the fallback order this happened on (0: the one requested).
+    leg: int = 0
 
     @property
     def key(self) -> str:
         """Unique per notification: a retried write of the same transition is a no-op."""
         base = f"{self.cycle}:{self.status.value}:{self.attempt}"
+        if self.leg:
+            base += f":leg{self.leg}"
         return f"{base}:note:{self.at.isoformat()}" if self.annotation else base
 
 
@@ -272,3 +306,5 @@ class NotificationState(BaseModel):
     attempts: int = 0
     last_error: str | None = None
     provider: str | None = None
+    # The channel it went out on (differs from the requested one after a fallback).
+    channel: Channel | None = None

@@ -39,6 +39,22 @@ class Settings(BaseSettings):
     sms_auth_token: str = "dev-token"
     sms_from: str = "+15550000000"
 
+    # A second provider per channel, tried when the first is unavailable (its circuit
+    # breaker is open) or refuses us for good for its own reasons (e.g. credentials).
+    # Unset (the default) keeps one provider per channel. Fields left unset take the
+    # primary's value, so a second relay on another host only needs its host.
+    smtp_secondary_host: str | None = None
+    smtp_secondary_port: int | None = None
+    smtp_secondary_username: str | None = None
+    smtp_secondary_password: str | None = None
+    sms_secondary_api_url: str | None = None
+    sms_secondary_account_sid: str | None = None
+    sms_secondary_auth_token: str | None = None
+    sms_secondary_from: str | None = None
+    push_secondary_api_url: str | None = None
+    push_secondary_project_id: str | None = None
+    push_secondary_token: str | None = None
+
     push_api_url: str = "http://127.0.0.1:8025"
     push_project_id: str = "herald-dev"
     push_token: str = "dev-token"
@@ -49,6 +65,24 @@ class Settings(BaseSettings):
     retry_backoff_coefficient: float = 2.0
     retry_maximum_interval_seconds: float = 300.0
     send_timeout_seconds: float = 30.0
+
+    # Circuit breaker per provider (per worker process): open after this many
+    # consecutive failures, probe once per reset period while open.
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, gt=0)
+    # How many times one send may be put off by open breakers before it fails.
+    breaker_max_deferrals: int = Field(default=100, ge=0)
+
+    # Sending rate per channel across all of its workers (Temporal task queue limit);
+    # unset means unlimited.
+    email_rate_per_second: float | None = Field(default=None, gt=0)
+    sms_rate_per_second: float | None = Field(default=None, gt=0)
+    push_rate_per_second: float | None = Field(default=None, gt=0)
+
+    # REST rate limit per API key, shared by every API instance through Redis; a tenant
+    # can have its own (``herald tenant limit``). Redis down → requests are let through.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
 
     # The RabbitMQ bridge (``herald bridge``) and everything that publishes to RabbitMQ.
     # Ingest messages share the REST body limit, ``max_request_bytes``.
@@ -67,6 +101,18 @@ class Settings(BaseSettings):
     # Workers and the bridge serve /metrics, /healthz and /readyz here; 0 turns it off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    def secondary(self, channel: str) -> Settings | None:
+        """These settings with the channel's secondary provider in the primary's place,
+        or None when the channel has no secondary."""
+        base = "smtp" if channel == "email" else channel
+        marker = f"{base}_secondary_"
+        overrides = {
+            f"{base}_{name.removeprefix(marker)}": value
+            for name, value in self.model_dump().items()
+            if name.startswith(marker) and value is not None
+        }
+        return self.model_copy(update=overrides) if overrides else None
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment a child process reads them from."""

@@ -81,6 +81,7 @@ async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> No
         "attempts": 0,
         "idempotency_key": request.idempotency_key,
         "request_hash": request.request_hash,
+        "fallback": [channel.value for channel in request.fallback] or None,
         "created_at": request.created_at,
         "updated_at": request.created_at,
     }

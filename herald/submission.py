@@ -18,6 +18,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from herald import search, statuslog
 from herald.contracts import (
+    Channel,
     NotificationInput,
     NotificationRequest,
     ResendRequest,
@@ -42,11 +43,11 @@ def idempotent_id(tenant_id: uuid.UUID, key: str) -> uuid.UUID:
 
 def request_hash(request: NotificationRequest) -> str:
     """A fingerprint of what was asked, to tell a replay from a different request."""
-    canonical = json.dumps(
-        request.model_dump(mode="json", include=set(NotificationRequest.model_fields)),
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    fields = request.model_dump(mode="json", include=set(NotificationRequest.model_fields))
+    if not fields.get("fallback"):
+        # Requests without a fallback hash as they did before the field existed.
+        fields.pop("fallback", None)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -58,6 +59,7 @@ def retry_spec(settings: Settings) -> RetrySpec:
         backoff_coefficient=settings.retry_backoff_coefficient,
         maximum_interval_seconds=settings.retry_maximum_interval_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
+        max_deferrals=settings.breaker_max_deferrals,
     )
 
 
@@ -90,6 +92,7 @@ def build_input(
         idempotency_key=idempotency_key,
         request_hash=request_hash(request),
         task_queue_prefix=settings.task_queue_prefix,
+        fallback=request.fallback,
     )
 
 
@@ -102,21 +105,29 @@ async def find_notification(engine: AsyncEngine, notification_id: uuid.UUID) -> 
         return found.mappings().first()
 
 
-async def template_exists(
+async def missing_templates(
     engine: AsyncEngine, tenant_id: uuid.UUID, request: NotificationRequest
-) -> bool:
-    """Whether the tenant has any version of the template for the request's channel."""
+) -> list[Channel]:
+    """The request's channels (fallbacks included) the template has no version for."""
     async with engine.connect() as conn:
         found = await conn.execute(
-            select(Template.version)
+            select(Template.channel)
             .where(
                 Template.tenant_id == tenant_id,
                 Template.key == request.template,
-                Template.channel == request.channel.value,
+                Template.channel.in_([channel.value for channel in request.channels]),
             )
-            .limit(1)
+            .distinct()
         )
-        return found.first() is not None
+        have = {row.channel for row in found}
+    return [channel for channel in request.channels if channel.value not in have]
+
+
+async def template_exists(
+    engine: AsyncEngine, tenant_id: uuid.UUID, request: NotificationRequest
+) -> bool:
+    """Whether the tenant has a version of the template for every channel of the request."""
+    return not await missing_templates(engine, tenant_id, request)
 
 
 def _visibility(notification: NotificationInput) -> dict[str, Any]:

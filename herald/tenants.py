@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +22,8 @@ class TenantContext:
 
     id: uuid.UUID
     name: str
+    # Requests per minute per API key; None means the deployment's default.
+    rate_limit_per_minute: int | None = None
 
 
 def hash_key(key: str) -> str:
@@ -70,16 +72,25 @@ class ApiKeyCache:
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(Tenant.id, Tenant.name)
+                    select(Tenant.id, Tenant.name, Tenant.rate_limit_per_minute)
                     .join(ApiKey, ApiKey.tenant_id == Tenant.id)
                     .where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
                 )
             ).first()
-        tenant = TenantContext(row.id, row.name) if row else None
+        tenant = TenantContext(row.id, row.name, row.rate_limit_per_minute) if row else None
         if len(self._known) > 10_000:
             self._known.clear()
         self._known[digest] = (now + self._ttl, tenant)
         return tenant
+
+
+async def set_rate_limit(engine: AsyncEngine, name: str, per_minute: int | None) -> bool:
+    """Give the tenant its own per-key rate limit (None: the default); False if unknown."""
+    async with engine.begin() as conn:
+        updated = await conn.execute(
+            update(Tenant).where(Tenant.name == name).values(rate_limit_per_minute=per_minute)
+        )
+    return bool(updated.rowcount)
 
 
 async def tenant_by_name(engine: AsyncEngine, name: str) -> TenantContext | None:

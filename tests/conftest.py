@@ -6,16 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from herald.db import make_engine
 from herald.devserver import TemporalDevServer, free_port
 from herald.migrate import ensure_database, upgrade
 from herald.settings import Settings
 from herald.sinks import Sinks
-from herald.tenants import create_api_key
-from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost, test_settings
+from tests.harness import Stack, Tenant, new_run_id, new_tenant, rabbitmq_vhost, test_settings
 
 
 @pytest.fixture(scope="session")
@@ -71,15 +68,7 @@ def _clean_sink_rules(sinks: Sinks) -> None:
 
 
 async def _tenant(stack: Stack, name: str) -> Tenant:
-    engine = make_engine(stack.settings, pool_size=1)
-    try:
-        key = await create_api_key(engine, name)
-    finally:
-        await engine.dispose()
-    client = httpx.AsyncClient(
-        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
-    )
-    return Tenant(client, name)
+    return await new_tenant(stack, name)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ RabbitMQ vhost, task queues, provider sinks, and the real API and worker process
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 import uuid
@@ -13,10 +14,12 @@ from typing import Any
 
 import httpx
 
+from herald.db import make_engine
 from herald.devserver import free_port
 from herald.processes import ManagedProcess, herald_argv
 from herald.settings import Settings
 from herald.sinks import Sinks
+from herald.tenants import create_api_key, set_rate_limit
 
 TERMINAL = {"sent", "delivered", "failed", "cancelled", "suppressed"}
 
@@ -213,3 +216,32 @@ class Tenant:
 
 def _phone() -> str:
     return "+1555" + str(uuid.uuid4().int)[:7]
+
+
+async def new_tenant(stack: Stack, name: str, rate_limit_per_minute: int | None = None) -> Tenant:
+    """A tenant with a fresh API key on ``stack`` (and its own rate limit, if given)."""
+    engine = make_engine(stack.settings, pool_size=1)
+    try:
+        key = await create_api_key(engine, name)
+        if rate_limit_per_minute is not None:
+            await set_rate_limit(engine, name, rate_limit_per_minute)
+    finally:
+        await engine.dispose()
+    client = httpx.AsyncClient(
+        base_url=stack.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    return Tenant(client, name)
+
+
+def worker_log_events(log_path: Path, message_part: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a Herald process whose message contains ``message_part``."""
+    found = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and message_part in line:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if message_part in str(entry.get("message", "")):
+                found.append(entry)
+    return found

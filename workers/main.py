@@ -24,9 +24,7 @@ from temporalio.worker import Worker
 from activities.failures import FailureActivities
 from activities.providers.base import Provider, ProviderActivity
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
-from activities.providers.email import SmtpProvider
-from activities.providers.push import FcmProvider
-from activities.providers.sms import TwilioProvider
+from activities.providers.failover import channel_providers
 from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
 from activities.templates import TemplateActivities
@@ -81,16 +79,20 @@ def core_worker(
 def channel_activity(
     channel: Channel, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient
 ) -> tuple[Provider, Any]:
-    """The provider and its registered activity for one channel."""
-    provider: Provider
+    """The channel's providers (in failover order, each behind a circuit breaker) and
+    its registered activity."""
+    provider = channel_providers(channel, settings, http)
     if channel is Channel.email:
-        provider = SmtpProvider(settings)
         return provider, EmailActivities(provider, engine).send_email
     if channel is Channel.sms:
-        provider = TwilioProvider(settings, http)
         return provider, SmsActivities(provider, engine).send_sms
-    provider = FcmProvider(settings, http)
     return provider, PushActivities(provider, engine).send_push
+
+
+def channel_rate(channel: Channel, settings: Settings) -> float | None:
+    """The channel's sending rate limit, enforced by Temporal across all its workers."""
+    rate: float | None = getattr(settings, f"{channel.value}_rate_per_second")
+    return rate
 
 
 async def run_worker(settings: Settings, queue: str, concurrency: int | None = None) -> None:
@@ -117,6 +119,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
             task_queue=channel_task_queue(queue, settings.task_queue_prefix),
             activities=[activity],
             max_concurrent_activities=concurrency,
+            max_task_queue_activities_per_second=channel_rate(Channel(queue), settings),
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             interceptors=[CorrelationInterceptor()],
         )

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         AcceptedRecord,
         AttemptFailed,
         CancelRequest,
+        Channel,
         FailedNotification,
         NotificationInput,
         NotificationState,
@@ -57,9 +58,13 @@ PUBLISH_FAILED_RETRY = RetryPolicy(
 PUBLISH_FAILED_TIMEOUT = timedelta(seconds=30)
 
 
-def _failure_reason(err: ActivityError) -> tuple[str, int | None]:
-    """The last error's message and, where the provider said it, the attempt number."""
-    cause = err.cause
+def _failure_reason(err: ActivityError | ApplicationError) -> tuple[str, int | None]:
+    """The last error's message and, where the provider said it, the attempt number.
+
+    A regular activity's failure arrives as ``ActivityError`` wrapping the cause; a local
+    activity's arrives as the ``ApplicationError`` itself.
+    """
+    cause = err.cause if isinstance(err, ActivityError) else err
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else {}
         attempt = details.get("attempt") if isinstance(details, dict) else None
@@ -83,6 +88,11 @@ class NotificationWorkflow:
         self._send: asyncio.Task[SendResult] | None = None
         self._request: NotificationInput | None = None
         self._resend_pending = False
+        # Channel fallback: which channel of the order is being tried, and why earlier
+        # ones could not reach the user.
+        self._leg = 0
+        self._channel: Channel | None = None
+        self._unreached: list[str] = []
 
     @workflow.run
     async def run(self, request: NotificationInput) -> NotificationState:
@@ -111,17 +121,30 @@ class NotificationWorkflow:
                 )
             except TimeoutError:
                 pass
-        if self._cancel is not None:
-            return await self._cancelled()
+        channels = [request.channel, *request.fallback]
+        for leg, channel in enumerate(channels):
+            if self._cancel is not None:
+                return await self._cancelled()
+            self._leg, self._channel = leg, channel
+            state = await self._reach(request, channel, last=leg == len(channels) - 1)
+            if state is not None:
+                return state
+        raise AssertionError("the last channel always ends the cycle")  # pragma: no cover
 
+    async def _reach(
+        self, request: NotificationInput, channel: Channel, *, last: bool
+    ) -> NotificationState | None:
+        """Try to reach the user on ``channel``; None means: fall back to the next one."""
         recipient = await self._step(
             RecipientActivities.load_recipient,
-            RecipientLookup(
-                tenant_id=request.tenant_id, user_id=request.user_id, channel=request.channel
-            ),
+            RecipientLookup(tenant_id=request.tenant_id, user_id=request.user_id, channel=channel),
         )
         if recipient.suppressed_reason is not None or recipient.address is None:
-            return await self._transition(Status.suppressed, detail=recipient.suppressed_reason)
+            reason = recipient.suppressed_reason or f"no {channel.value} address"
+            if last:
+                return await self._transition(Status.suppressed, detail=self._all_reasons(reason))
+            await self._fall_back(channel, reason)
+            return None
 
         try:
             message: RenderedMessage = await self._step(
@@ -129,41 +152,71 @@ class NotificationWorkflow:
                 RenderRequest(
                     tenant_id=request.tenant_id,
                     template=request.template,
-                    channel=request.channel,
+                    channel=channel,
                     locale=request.locale or recipient.locale,
-                    version=request.template_version,
+                    version=request.template_version if channel is request.channel else None,
                     data=request.data,
                 ),
             )
-        except ActivityError as err:
-            return await self._transition(Status.failed, error=_failure_reason(err)[0])
+        except (ActivityError, ApplicationError) as err:
+            reason = _failure_reason(err)[0]
+            if last:
+                return await self._transition(Status.failed, error=self._all_reasons(reason))
+            await self._fall_back(channel, reason)
+            return None
         if self._cancel is not None:
             return await self._cancelled()
 
-        return await self._deliver(request, recipient.address, message)
+        return await self._deliver(request, channel, recipient.address, message, last=last)
+
+    async def _fall_back(self, channel: Channel, reason: str) -> None:
+        """Log why the user cannot be reached on ``channel`` before the next one is tried."""
+        self._unreached.append(f"{channel.value}: {reason}")
+        await self._note(f"cannot reach the user on {channel.value} ({reason}); falling back")
+
+    def _all_reasons(self, reason: str) -> str:
+        """The last reason, after the reasons of the channels tried before it."""
+        if not self._unreached or self._channel is None:
+            return reason
+        return "; ".join([*self._unreached, f"{self._channel.value}: {reason}"])
 
     async def _deliver(
-        self, request: NotificationInput, address: str, message: RenderedMessage
-    ) -> NotificationState:
+        self,
+        request: NotificationInput,
+        channel: Channel,
+        address: str,
+        message: RenderedMessage,
+        *,
+        last: bool = True,
+    ) -> NotificationState | None:
         retry = request.retry
-        await self._transition(Status.sending, attempt=1, template_version=message.template_version)
+        await self._transition(
+            Status.sending,
+            attempt=1,
+            template_version=message.template_version,
+            detail=f"falling back to {channel.value}" if self._leg else None,
+        )
         self._send = workflow.start_activity(
-            f"send_{request.channel.value}",
+            f"send_{channel.value}",
             SendRequest(
                 notification_id=request.notification_id,
                 cycle=request.cycle,
-                channel=request.channel,
+                channel=channel,
                 address=address,
                 message=message,
                 data=request.data,
                 max_attempts=retry.max_attempts,
                 request_id=request.request_id,
+                max_deferrals=retry.max_deferrals,
+                leg=self._leg,
             ),
             result_type=SendResult,
-            task_queue=f"{request.task_queue_prefix}-{request.channel.value}",
+            task_queue=f"{request.task_queue_prefix}-{channel.value}",
             start_to_close_timeout=timedelta(seconds=retry.send_timeout_seconds),
             retry_policy=RetryPolicy(
-                maximum_attempts=retry.max_attempts,
+                # Deferrals by an open circuit breaker are Temporal attempts too; the
+                # activity itself stops after max_attempts provider calls.
+                maximum_attempts=retry.max_attempts + retry.max_deferrals,
                 initial_interval=timedelta(seconds=retry.initial_interval_seconds),
                 backoff_coefficient=retry.backoff_coefficient,
                 maximum_interval=timedelta(seconds=retry.maximum_interval_seconds),
@@ -177,8 +230,13 @@ class NotificationWorkflow:
             if isinstance(err.cause, CancelledError):
                 return await self._cancelled()
             reason, attempt = _failure_reason(err)
+            if not last:
+                await self._fall_back(channel, reason)
+                return None
             return await self._transition(
-                Status.failed, attempt=attempt or retry.max_attempts, error=reason
+                Status.failed,
+                attempt=attempt or retry.max_attempts,
+                error=self._all_reasons(reason),
             )
         self._provider = result.provider
         state = await self._transition(
@@ -186,6 +244,7 @@ class NotificationWorkflow:
             attempt=result.attempt,
             provider=result.provider,
             provider_message_id=result.provider_message_id,
+            detail=f"sent on {channel.value} by {result.provider}",
         )
         if self._cancel is not None:
             await self._note(f"cancel refused: already sent ({self._cancel.reason})")
@@ -236,6 +295,7 @@ class NotificationWorkflow:
                 template_version=template_version,
                 detail=detail,
                 error=error,
+                leg=self._leg,
             ),
         )
         if status is Status.failed:
@@ -280,6 +340,7 @@ class NotificationWorkflow:
                 at=workflow.now(),
                 detail=detail,
                 annotation=True,
+                leg=self._leg,
             ),
         )
 
@@ -327,4 +388,5 @@ class NotificationWorkflow:
             attempts=self._attempts,
             last_error=self._last_error,
             provider=self._provider,
+            channel=self._channel,
         )

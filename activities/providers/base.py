@@ -3,7 +3,10 @@ and the shape of the result. A channel module only says how to deliver one messa
 
 Transient failures (5xx, 429, timeouts, refused connections) raise a retryable
 ``ApplicationError`` so Temporal's ``RetryPolicy`` tries again with backoff; permanent
-ones (4xx, invalid address, bad header) are ``non_retryable``.
+ones (4xx, invalid address, bad header) are ``non_retryable``. ``max_attempts`` counts
+provider calls only: a send deferred by an open circuit breaker (every provider of the
+channel unavailable) comes back when the breaker says, without using up an attempt
+(see ``attempts.py``, ``breaker.py`` and ``failover.py``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.providers.attempts import AttemptLedger
 from herald import statuslog
 from herald.contracts import AttemptFailed, SendRequest, SendResult, Status, StatusEvent
 from herald.metrics import ATTEMPTS, NOTIFICATIONS, PROVIDER_LATENCY
@@ -29,12 +34,42 @@ _STATUS_WRITE_TIMEOUT = 2.0
 
 
 class ProviderError(Exception):
-    """A provider refused or failed a message; ``permanent`` means retrying cannot help."""
+    """A provider refused or failed a message; ``permanent`` means retrying cannot help.
 
-    def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
+    ``provider_fault`` marks a permanent failure that is the provider's own (our
+    credentials refused, account suspended) rather than the recipient's: another provider
+    of the channel may still succeed. ``provider`` names the provider that failed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+        provider_fault: bool = False,
+        provider: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.provider_fault = provider_fault
+        self.provider = provider
+
+
+class CircuitOpenError(ProviderError):
+    """Every provider of the channel is unavailable; ``retry_after`` says when to look again."""
+
+    def __init__(self, message: str, *, retry_after: float, provider: str | None = None) -> None:
+        super().__init__(message, permanent=False, retry_after=retry_after, provider=provider)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message a provider accepted, and which provider that was."""
+
+    provider: str
+    message_id: str
 
 
 class Provider(ABC):
@@ -45,6 +80,10 @@ class Provider(ABC):
     @abstractmethod
     async def deliver(self, request: SendRequest) -> str:
         """Deliver one message and return the provider's message id."""
+
+    async def deliver_via(self, request: SendRequest) -> Delivery:
+        """Deliver one message and say which provider accepted it (a chain overrides this)."""
+        return Delivery(provider=self.name, message_id=await self.deliver(request))
 
     async def close(self) -> None:  # noqa: B027 - most providers hold nothing of their own
         """Release connections held by the provider."""
@@ -59,35 +98,50 @@ class ProviderActivity:
 
     async def send(self, request: SendRequest) -> SendResult:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure."""
-        attempt = activity.info().attempt
+        ledger = AttemptLedger.resume()
         try:
-            message_id = await self._timed_deliver(request)
+            delivery = await self._timed_deliver(request)
+        except CircuitOpenError as err:
+            log.warning(
+                "send deferred: circuit open",
+                extra={"retry_in_seconds": err.retry_after, "error": str(err)},
+            )
+            raise ledger.defer(err.retry_after or 1.0, str(err), request.max_deferrals) from err
         except ProviderError as err:
+            ledger.spend()
             raise await self._failure(
-                request, attempt, str(err), err.permanent, err.retry_after
+                request,
+                ledger.attempt,
+                str(err),
+                err.permanent,
+                err.retry_after,
+                provider=err.provider,
             ) from err
         except (TimeoutError, OSError) as err:
+            ledger.spend()
             reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-            raise await self._failure(request, attempt, reason, False, None) from err
-        ATTEMPTS.labels(request.channel.value, self.provider.name, "ok").inc()
-        NOTIFICATIONS.labels(request.channel.value, self.provider.name, "sent").inc()
+            raise await self._failure(request, ledger.attempt, reason, False, None) from err
+        ledger.spend()
+        attempt = ledger.attempt
+        ATTEMPTS.labels(request.channel.value, delivery.provider, "ok").inc()
+        NOTIFICATIONS.labels(request.channel.value, delivery.provider, "sent").inc()
         log.info(
             "sent",
             extra={
                 "channel": request.channel.value,
-                "provider": self.provider.name,
+                "provider": delivery.provider,
                 "attempt": attempt,
-                "provider_message_id": message_id,
+                "provider_message_id": delivery.message_id,
             },
         )
         return SendResult(
-            provider=self.provider.name, provider_message_id=message_id, attempt=attempt
+            provider=delivery.provider, provider_message_id=delivery.message_id, attempt=attempt
         )
 
-    async def _timed_deliver(self, request: SendRequest) -> str:
+    async def _timed_deliver(self, request: SendRequest) -> Delivery:
         started = time.perf_counter()
         try:
-            return await self.provider.deliver(request)
+            return await self.provider.deliver_via(request)
         finally:
             PROVIDER_LATENCY.labels(request.channel.value, self.provider.name).observe(
                 time.perf_counter() - started
@@ -100,9 +154,16 @@ class ProviderActivity:
         reason: str,
         permanent: bool,
         retry_after: float | None,
+        provider: str | None = None,
     ) -> ApplicationError:
-        """Log the failed attempt (and ``retrying`` if another comes) and classify it."""
-        message = f"{self.provider.name}: {reason}"
+        """Log the failed attempt (and ``retrying`` if another comes) and classify it.
+
+        A transient failure of the last attempt is final: Temporal's own attempt limit
+        leaves room for deferrals, so the budget of provider calls is enforced here.
+        """
+        provider = provider or self.provider.name
+        message = f"{provider}: {reason}"
+        final = permanent or attempt >= request.max_attempts
         log.warning(
             "send attempt failed",
             extra={
@@ -114,18 +175,18 @@ class ProviderActivity:
         )
         channel = request.channel.value
         ATTEMPTS.labels(
-            channel, self.provider.name, "permanent_error" if permanent else "transient_error"
+            channel, provider, "permanent_error" if permanent else "transient_error"
         ).inc()
-        if not permanent and attempt < request.max_attempts:
+        if not final:
             await self._record_retrying(request, attempt, message)
             await self._signal_retrying(request, attempt, message)
         else:
-            NOTIFICATIONS.labels(channel, self.provider.name, "failed").inc()
+            NOTIFICATIONS.labels(channel, provider, "failed").inc()
         return ApplicationError(
             message,
-            {"attempt": attempt, "provider": self.provider.name},
+            {"attempt": attempt, "provider": provider},
             type="ProviderPermanentError" if permanent else "ProviderTransientError",
-            non_retryable=permanent,
+            non_retryable=final,
             next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
         )
 

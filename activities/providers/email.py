@@ -21,6 +21,8 @@ from herald.contracts import SendRequest
 from herald.settings import Settings
 
 _TAGS = re.compile(r"<[^>]+>")
+# Replies that refuse our account (authentication, relaying), not the recipient.
+_PROVIDER_FAULT = frozenset({530, 534, 535, 538})
 
 
 def _plain_text(body_html: str) -> str:
@@ -100,7 +102,11 @@ class SmtpProvider(Provider):
                 f"{refusal.code} {refusal.message}", permanent=refusal.code >= 500
             ) from err
         except aiosmtplib.SMTPResponseException as err:
-            raise ProviderError(f"{err.code} {err.message}", permanent=err.code >= 500) from err
+            raise ProviderError(
+                f"{err.code} {err.message}",
+                permanent=err.code >= 500,
+                provider_fault=err.code in _PROVIDER_FAULT,
+            ) from err
         except (aiosmtplib.SMTPException, TimeoutError) as err:
             raise ProviderError(f"{type(err).__name__}: {err}", permanent=False) from err
         return str(message["Message-ID"])

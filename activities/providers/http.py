@@ -11,6 +11,9 @@ import httpx
 from activities.providers.base import Provider, ProviderError
 from herald.contracts import SendRequest
 
+# Refusals of our account rather than of the message: another provider may still send it.
+_PROVIDER_FAULT = frozenset({401, 402, 403})
+
 
 def _retry_after(response: httpx.Response) -> float | None:
     try:
@@ -49,7 +52,8 @@ class HttpProvider(Provider):
         """The provider's id for an accepted message, from its JSON answer."""
 
     async def deliver(self, request: SendRequest) -> str:
-        """POST the message; 5xx, 408 and 429 are transient, any other 4xx is permanent."""
+        """POST the message; 5xx, 408 and 429 are transient, any other 4xx is permanent
+        (401/402/403 being the provider's refusal of our account, not of the recipient)."""
         try:
             response = await self._client.send(self.build_request(request), auth=self.auth)
         except httpx.TimeoutException as err:
@@ -68,4 +72,5 @@ class HttpProvider(Provider):
             f"HTTP {response.status_code}: {_error_text(response)}",
             permanent=not transient,
             retry_after=_retry_after(response) if transient else None,
+            provider_fault=response.status_code in _PROVIDER_FAULT,
         )

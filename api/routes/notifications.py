@@ -6,6 +6,8 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from api.deps import BackendsDep, EngineDep, TenantDep
 from api.schemas import EventOut, NotificationAccepted, NotificationOut, NotificationPage
@@ -78,7 +80,12 @@ def _channel_route(channel: Channel) -> None:
         tenant: TenantDep,
         idempotency_key: IdempotencyKey = None,
     ) -> NotificationAccepted:
-        full = NotificationRequest(channel=channel, **body.model_dump())
+        try:
+            full = NotificationRequest(channel=channel, **body.model_dump())
+        except ValidationError as err:  # e.g. a fallback that repeats the path's channel
+            raise RequestValidationError(
+                [{**error, "loc": ("body", "fallback")} for error in err.errors()]
+            ) from err
         return await _submit(full, request, response, backends, tenant, idempotency_key)
 
     submit_on_channel.__doc__ = f"Send a notification by {channel.value}."

@@ -100,6 +100,7 @@ def _accepted_view(notification: NotificationInput) -> NotificationOut:
         created_at=notification.created_at,
         updated_at=notification.created_at,
         send_at=notification.send_at,
+        fallback=notification.fallback,
     )
 
 
@@ -121,9 +122,12 @@ async def submit(
             return replay
     else:
         notification_id = uuid.uuid4()
-    if not await submission.template_exists(engine, tenant.id, request):
+    missing = await submission.missing_templates(engine, tenant.id, request)
+    if missing:
+        channels = ", ".join(channel.value for channel in missing)
         raise unprocessable(
-            "template", f"no {request.channel.value} template {request.template!r}; create it first"
+            "template" if request.channel in missing else "fallback",
+            f"no {channels} version of template {request.template!r}; create it first",
         )
     notification = submission.build_input(
         settings,
@@ -280,6 +284,7 @@ async def resend(
         retry=submission.retry_spec(backends.settings),
         request_id=request_id_var.get(),
         task_queue_prefix=backends.settings.task_queue_prefix,
+        fallback=[Channel(channel) for channel in row["fallback"] or []],
     )
     await submission.start_resend(backends.temporal, backends.settings, notification)
     await statuslog.record_accepted(engine, notification)

@@ -1,0 +1,145 @@
+"""Several providers for one channel, tried in order, each behind its own circuit breaker.
+
+A message goes to the first provider whose breaker lets it through. The next provider
+is tried when the first one's breaker is open, or when it failed permanently for a
+reason that is its own fault (credentials refused, no such account): another provider
+can do better. A transient failure (5xx, timeout) is not failed over within the same
+attempt: the first provider may have delivered the message before failing to say so,
+and a second provider cannot recognise the idempotency key of the first. Temporal
+retries it instead, and once the first provider's breaker opens, the retries go to the
+next one. A refusal for the recipient's own reasons (invalid number, unknown mailbox)
+is final: every provider would refuse it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from activities.providers.attempts import refund_attempt, spend_attempt
+from activities.providers.base import CircuitOpenError, Delivery, Provider, ProviderError
+from activities.providers.email import SmtpProvider
+from activities.providers.push import FcmProvider
+from activities.providers.sms import TwilioProvider
+from herald.breaker import CircuitBreaker
+from herald.contracts import Channel, SendRequest
+from herald.settings import Settings
+
+
+@dataclass(frozen=True)
+class Route:
+    """One provider of a channel and its breaker."""
+
+    provider: Provider
+    breaker: CircuitBreaker
+
+
+class ProviderChain(Provider):
+    """The providers of one channel in order of preference."""
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        if not routes:
+            raise ValueError("a channel needs at least one provider")
+        self.routes = list(routes)
+        self.name = "/".join(route.provider.name for route in self.routes)
+
+    async def deliver(self, request: SendRequest) -> str:
+        """Deliver through the first provider that can; see :meth:`deliver_via`."""
+        return (await self.deliver_via(request)).message_id
+
+    async def deliver_via(self, request: SendRequest) -> Delivery:
+        """Deliver and say which provider did it."""
+        retry_in: list[float] = []
+        refused: ProviderError | None = None
+        for route in self.routes:
+            breaker = route.breaker
+            if not breaker.allow():
+                retry_in.append(breaker.retry_in())
+                continue
+            probe = breaker.probing
+            spend_attempt()
+            try:
+                message_id = await route.provider.deliver(request)
+            except ProviderError as err:
+                err.provider = err.provider or route.provider.name
+                if err.permanent and not err.provider_fault:
+                    breaker.record_success()  # it answered; the recipient is the problem
+                    raise
+                breaker.record_failure()
+                if err.permanent:
+                    refused = err
+                    continue
+                if probe:
+                    # The probe only confirmed the outage: the breaker's cost, not the send's.
+                    refund_attempt()
+                    waits = [other.breaker.retry_in() for other in self.routes]
+                    raise self._unavailable(request, waits, str(err)) from err
+                raise
+            except (TimeoutError, OSError) as err:
+                breaker.record_failure()
+                raise ProviderError(
+                    f"{type(err).__name__}: {err}", permanent=False, provider=route.provider.name
+                ) from err
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.record_success()
+            return Delivery(provider=route.provider.name, message_id=message_id)
+        if retry_in:
+            raise self._unavailable(request, retry_in, str(refused) if refused else None)
+        assert refused is not None
+        raise refused
+
+    def _unavailable(
+        self, request: SendRequest, retry_in: list[float], last_error: str | None
+    ) -> CircuitOpenError:
+        why = f" (last error: {last_error})" if last_error else ""
+        return CircuitOpenError(
+            f"every {request.channel.value} provider is unavailable, circuit open{why}",
+            retry_after=min(retry_in),
+            provider=self.name,
+        )
+
+    async def close(self) -> None:
+        """Close every provider."""
+        for route in self.routes:
+            await route.provider.close()
+
+
+def _provider(channel: Channel, settings: Settings, http: httpx.AsyncClient, name: str) -> Provider:
+    if channel is Channel.email:
+        return SmtpProvider(settings, name=name)
+    if channel is Channel.sms:
+        return TwilioProvider(settings, http, name=name)
+    return FcmProvider(settings, http, name=name)
+
+
+_PRIMARY_NAMES = {Channel.email: "smtp", Channel.sms: "twilio", Channel.push: "fcm"}
+
+
+def channel_providers(
+    channel: Channel, settings: Settings, http: httpx.AsyncClient
+) -> ProviderChain:
+    """The channel's providers from settings (the primary, then the secondary if set),
+    each with a circuit breaker of its own."""
+    primary = _PRIMARY_NAMES[channel]
+    configured = [(primary, settings)]
+    secondary = settings.secondary(channel.value)
+    if secondary is not None:
+        configured.append((f"{primary}-secondary", secondary))
+    return ProviderChain(
+        [
+            Route(
+                provider=_provider(channel, config, http, name),
+                breaker=CircuitBreaker(
+                    name,
+                    failure_threshold=settings.breaker_failure_threshold,
+                    reset_seconds=settings.breaker_reset_seconds,
+                    probe_wait_seconds=min(settings.provider_timeout_seconds, 5.0),
+                ),
+            )
+            for name, config in configured
+        ]
+    )
