@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -11,11 +14,16 @@ from rich.console import Console
 from herald.contracts import Channel
 from herald.settings import get_settings
 
+if TYPE_CHECKING:
+    from herald.stuck import StuckNotification
+
 app = typer.Typer(help="Herald: durable email, SMS and push notifications.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(db_app, name="db")
+temporal_app = typer.Typer(help="The Temporal cluster Herald runs on.", no_args_is_help=True)
+app.add_typer(temporal_app, name="temporal")
 rabbitmq_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(rabbitmq_app, name="rabbitmq")
 dead_app = typer.Typer(
@@ -322,6 +330,95 @@ def dead_replay(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _exit_now(code: int = 0) -> NoReturn:
+    """End a short command that used a Temporal client without interpreter teardown.
+
+    The client's Rust threads can abort a finalizing interpreter (a known SDK issue,
+    "PyGILState_Release ... finalizing"), which would turn a success into exit 134.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@temporal_app.command("setup")
+def temporal_setup() -> None:
+    """Register Herald's search attributes on the cluster's namespace (idempotent)."""
+    from herald.search import register
+    from herald.temporal import connect
+
+    settings = get_settings()
+
+    async def setup() -> list[str]:
+        client = await connect(settings)
+        return await register(client, settings.temporal_namespace)
+
+    try:
+        added = asyncio.run(setup())
+    except RuntimeError as err:
+        err_console.print(f"[red]{err}[/]")
+        _exit_now(1)
+    where = f"namespace {settings.temporal_namespace} at {settings.temporal_address}"
+    if added:
+        console.print(f"registered {', '.join(added)} on {where}")
+    else:
+        console.print(f"search attributes already registered on {where}")
+    _exit_now()
+
+
+@app.command()
+def stuck(
+    older_than: Annotated[
+        str, typer.Option(help="Sending or retrying for longer than this (90s, 10m, 2h).")
+    ] = "10m",
+    limit: Annotated[int, typer.Option(help="List at most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List notifications stuck sending or retrying, with their last error and UI link."""
+    from herald.stuck import find_stuck, parse_duration
+    from herald.temporal import connect
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as err:
+        err_console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from err
+    settings = get_settings()
+
+    async def find() -> list[StuckNotification]:
+        return await find_stuck(await connect(settings), settings, age, limit)
+
+    _print_stuck(asyncio.run(find()), age, as_json=as_json)
+    _exit_now()
+
+
+def _print_stuck(rows: list[StuckNotification], age: timedelta, *, as_json: bool) -> None:
+    import dataclasses
+    import json
+
+    from herald.stuck import stuck_query
+
+    if as_json:
+        for row in rows:
+            print(json.dumps(dataclasses.asdict(row) | {"id": row.notification_id}, default=str))
+        return
+    if not rows:
+        console.print(f"nothing has been sending or retrying for longer than {age}")
+        return
+    now = datetime.now(UTC)
+    plain: dict[str, Any] = {"highlight": False, "markup": False, "soft_wrap": True}
+    for row in rows:
+        since = str(now - row.since).split(".")[0] if row.since else "?"
+        console.print(
+            f"{row.notification_id}  {row.status} for {since}  {row.channel} · template "
+            f"{row.template} · tenant {row.tenant} · attempt {row.attempts}",
+            **plain,
+        )
+        console.print(f"  last error: {row.last_error or '-'}", **plain)
+        console.print(f"  {row.ui_url}", **plain)
+    console.print(f"\n{len(rows)} stuck; Temporal UI filter: {stuck_query(now - age)}", **plain)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,10 @@ def temporal_runtime(address: str) -> Runtime:
     return Runtime(
         telemetry=TelemetryConfig(
             metrics=PrometheusConfig(
-                bind_address=address, counters_total_suffix=True, durations_as_seconds=True
+                bind_address=address,
+                counters_total_suffix=True,
+                unit_suffix=True,
+                durations_as_seconds=True,
             )
         )
     )

@@ -78,6 +78,12 @@ class Stack:
             self.processes[f"worker-{queue}"] = ManagedProcess(
                 f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir
             )
+        # Every process but the API (which serves /metrics itself) gets a metrics port.
+        self.metrics_ports: dict[str, int] = {}
+        for name, process in self.processes.items():
+            if name != "api":
+                self.metrics_ports[name] = free_port()
+                process.env = {**process.env, "HERALD_METRICS_PORT": str(self.metrics_ports[name])}
 
     @property
     def api_url(self) -> str:
