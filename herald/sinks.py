@@ -40,6 +40,7 @@ class Rule:
     fail_with: list[str | int] = field(default_factory=list)
     always: str | int | None = None
     delay: float = 0.0
+    retry_after: float | None = None
 
 
 @dataclass
@@ -89,21 +90,21 @@ class SinkState:
             self.rules.clear()
             self.transient_rate = self.timeout_rate = 0.0
 
-    def decide(self, recipient: str) -> tuple[str | int | None, float]:
-        """The failure to answer with (None: accept) and the delay before answering."""
+    def decide(self, recipient: str) -> tuple[str | int | None, Rule | None]:
+        """The failure to answer with (None: accept) and the rule that decided it."""
         with self._lock:
             self.attempts[recipient] = self.attempts.get(recipient, 0) + 1
             for rule in self.rules:
                 if rule.match in recipient:
                     if rule.fail_with:
-                        return rule.fail_with.pop(0), rule.delay
-                    return rule.always, rule.delay
+                        return rule.fail_with.pop(0), rule
+                    return rule.always, rule
             roll = self._random.random()
             if roll < self.timeout_rate:
-                return None, self.timeout_seconds
+                return None, Rule(match="", delay=self.timeout_seconds)
             if roll < self.timeout_rate + self.transient_rate:
-                return "transient", 0.0
-            return None, 0.0
+                return "transient", None
+            return None, None
 
     def record(self, message: Received) -> None:
         """Keep an accepted message."""
@@ -126,9 +127,9 @@ class _SmtpHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         recipient = ",".join(envelope.rcpt_tos)
-        failure, delay = self.state.decide(recipient)
-        if delay:
-            await asyncio.sleep(delay)
+        failure, rule = self.state.decide(recipient)
+        if rule is not None and rule.delay:
+            await asyncio.sleep(rule.delay)
         if failure == "transient":
             failure = "451 4.3.0 temporary failure, try again later"
         if failure is not None:
@@ -195,8 +196,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
         else:
             self._answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
 
-    def _fail(self, failure: str | int, channel: str) -> None:
+    def _fail(self, failure: str | int, channel: str, rule: Rule | None) -> None:
         status = 503 if failure == "transient" else int(failure)
+        headers = {}
+        if rule is not None and rule.retry_after is not None:
+            headers["Retry-After"] = str(rule.retry_after)
         if channel == "sms":
             self._answer(
                 status,
@@ -297,12 +301,12 @@ class _HttpHandler(BaseHTTPRequestHandler):
         self._answer(200, {"name": name})
 
     def _misbehave(self, recipient: str, channel: str) -> bool:
-        failure, delay = self.server.state.decide(recipient)
-        if delay:
-            time.sleep(delay)
+        failure, rule = self.server.state.decide(recipient)
+        if rule is not None and rule.delay:
+            time.sleep(rule.delay)
         if failure is None:
             return False
-        self._fail(failure, channel)
+        self._fail(failure, channel, rule)
         return True
 
 
