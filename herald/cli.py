@@ -346,17 +346,11 @@ def _exit_now(code: int = 0) -> NoReturn:
 @temporal_app.command("setup")
 def temporal_setup() -> None:
     """Register Herald's search attributes on the cluster's namespace (idempotent)."""
-    from herald.search import register
-    from herald.temporal import connect
+    from herald.search import setup_cluster
 
     settings = get_settings()
-
-    async def setup() -> list[str]:
-        client = await connect(settings)
-        return await register(client, settings.temporal_namespace)
-
     try:
-        added = asyncio.run(setup())
+        added = asyncio.run(setup_cluster(settings))
     except RuntimeError as err:
         err_console.print(f"[red]{err}[/]")
         _exit_now(1)

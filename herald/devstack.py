@@ -14,12 +14,16 @@ from sqlalchemy.engine import make_url
 
 from herald.devserver import TemporalDevServer, port_open
 from herald.migrate import ensure_database, upgrade
-from herald.processes import ManagedProcess, herald_argv
+from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv
+from herald.search import setup_cluster
 from herald.settings import Settings
 from herald.sinks import Sinks
 
 console = Console()
 PROCESS_TYPES = ("core", "email", "sms", "push")
+# Unless HERALD_METRICS_PORT says otherwise, the bridge and the workers serve /metrics
+# from here on (bridge 9100, core 9101, ...).
+DEV_METRICS_PORT = 9100
 
 
 async def check_services(settings: Settings) -> list[str]:
@@ -52,6 +56,11 @@ async def check_services(settings: Settings) -> list[str]:
     return problems
 
 
+def metrics_base(settings: Settings) -> int:
+    """The first metrics port of the children (``HERALD_METRICS_PORT`` or 9100)."""
+    return settings.metrics_port or DEV_METRICS_PORT
+
+
 def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
     """API, the RabbitMQ bridge and one worker per task queue."""
     env: dict[str, str] = {}
@@ -63,6 +72,8 @@ def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
         ManagedProcess(f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir)
         for queue in PROCESS_TYPES
     ]
+    ports = iter(range(metrics_base(settings), metrics_base(settings) + len(procs)))
+    assign_metrics_ports(procs, lambda: next(ports))
     return procs
 
 
@@ -79,6 +90,7 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
     server: TemporalDevServer | None = None
     if port_open(host, int(port)):
         console.print(f"using the Temporal server already at {settings.temporal_address}")
+        asyncio.run(setup_cluster(settings))
     else:
         server = TemporalDevServer(
             root / "temporal.db", port=int(port), log_file=log_dir / "temporal.log"
@@ -108,6 +120,7 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
+    metrics_from = metrics_base(settings)
     sink_line = (
         f"SMTP :{settings.smtp_port}, messages at {sinks.http_url}/_sink/messages"
         if sinks
@@ -117,6 +130,8 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         "\n[bold green]Herald is running[/]\n"
         f"  API          {api_url}   (docs: {api_url}/docs)\n"
         f"  Temporal UI  {settings.temporal_ui_url}\n"
+        f"  Metrics      {api_url}/metrics; bridge and workers :{metrics_from}-"
+        f"{metrics_from + len(PROCESS_TYPES)}/metrics\n"
         "  Bridge       herald.requests → herald.email/sms/push (herald publish, herald dead)\n"
         f"  Sinks        {sink_line}\n"
         f"  Logs         {log_dir}\n"

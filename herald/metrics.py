@@ -141,11 +141,17 @@ def start_process_metrics(settings: Settings) -> tuple[MetricsServer | None, Run
     if not settings.metrics_port:
         return None, None
     sdk_address = f"127.0.0.1:{free_port()}"
-    runtime = temporal_runtime(sdk_address)
-    server = MetricsServer(
-        settings.metrics_port,
-        host=settings.metrics_host,
-        temporal_url=f"http://{sdk_address}/metrics",
-    )
+    try:
+        server = MetricsServer(
+            settings.metrics_port,
+            host=settings.metrics_host,
+            temporal_url=f"http://{sdk_address}/metrics",
+        )
+    except OSError as err:  # a busy port costs the metrics, never the work
+        log.error(
+            "metrics port unavailable; metrics are off",
+            extra={"port": settings.metrics_port, "error": str(err)},
+        )
+        return None, None
     log.info("metrics served", extra={"port": server.port})
-    return server, runtime
+    return server, temporal_runtime(sdk_address)

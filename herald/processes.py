@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,19 @@ import httpx
 def herald_argv(*args: str) -> list[str]:
     """The command line of a ``herald`` subcommand run by this Python."""
     return [sys.executable, "-m", "herald.cli", *args]
+
+
+def assign_metrics_ports(
+    processes: Iterable[ManagedProcess], next_port: Callable[[], int]
+) -> dict[str, int]:
+    """Give every process but the API (which serves ``/metrics`` itself) its own
+    ``HERALD_METRICS_PORT``; returns name → port."""
+    ports: dict[str, int] = {}
+    for process in processes:
+        if process.name != "api":
+            ports[process.name] = next_port()
+            process.env = {**process.env, "HERALD_METRICS_PORT": str(ports[process.name])}
+    return ports
 
 
 class ManagedProcess:

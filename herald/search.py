@@ -27,6 +27,8 @@ from temporalio.common import (
 )
 
 from herald.contracts import NotificationInput, Status
+from herald.settings import Settings
+from herald.temporal import connect
 
 STATUS = SearchAttributeKey.for_keyword("HeraldStatus")
 CHANNEL = SearchAttributeKey.for_keyword("HeraldChannel")
@@ -132,3 +134,8 @@ async def register(client: Client, namespace: str) -> list[str]:
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
     return sorted(missing)
+
+
+async def setup_cluster(settings: Settings) -> list[str]:
+    """Register the attributes on the namespace ``settings`` name (``herald temporal setup``)."""
+    return await register(await connect(settings), settings.temporal_namespace)

@@ -16,7 +16,7 @@ import httpx
 
 from herald.db import make_engine
 from herald.devserver import free_port
-from herald.processes import ManagedProcess, herald_argv
+from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv
 from herald.settings import Settings
 from herald.sinks import Sinks
 from herald.tenants import create_api_key, set_rate_limit
@@ -78,12 +78,7 @@ class Stack:
             self.processes[f"worker-{queue}"] = ManagedProcess(
                 f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir
             )
-        # Every process but the API (which serves /metrics itself) gets a metrics port.
-        self.metrics_ports: dict[str, int] = {}
-        for name, process in self.processes.items():
-            if name != "api":
-                self.metrics_ports[name] = free_port()
-                process.env = {**process.env, "HERALD_METRICS_PORT": str(self.metrics_ports[name])}
+        self.metrics_ports = assign_metrics_ports(self.processes.values(), free_port)
 
     @property
     def api_url(self) -> str:
