@@ -87,6 +87,9 @@ def worker(
 def sinks(
     smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 1025,
     http_port: Annotated[int, typer.Option(help="Twilio/FCM HTTP port.")] = 8025,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = (
+        "127.0.0.1"
+    ),
 ) -> None:
     """Run the local SMTP and Twilio/FCM sinks in the foreground."""
     import time
@@ -99,6 +102,7 @@ def sinks(
         http_port=http_port,
         sms_token=settings.sms_auth_token,
         push_token=settings.push_token,
+        host=host,
     ).start()
     console.print(f"SMTP sink on :{smtp_port}; messages at {running.http_url}/_sink/messages")
     try:

@@ -25,6 +25,7 @@ async def test_a_key_over_its_tenants_limit_gets_429_and_others_do_not(
         assert 1 <= retry_after <= 12  # one request's worth of a 5/min budget
         assert refused.headers["X-RateLimit-Limit"] == "5"
         assert "rate limit" in refused.json()["detail"]
+        print(f"5/min key: {answers} then 429 with Retry-After {retry_after}s")
 
         for _ in range(10):  # another tenant on the default limit is unaffected
             assert (await other_tenant.client.get("/v1/notifications")).status_code == 200

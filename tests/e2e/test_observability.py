@@ -19,7 +19,9 @@ from herald.contracts import workflow_id_for
 from herald.settings import Settings
 from herald.sinks import Rule, Sinks
 from herald.temporal import connect
+from tests.deploy.dashboard import dashboard_metrics, family
 from tests.harness import Stack, Tenant, wait_for_status
+from workers.main import QUEUES
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -104,6 +106,23 @@ async def test_metrics_count_requests_sends_attempts_and_temporal_sdk_work(
             port = stack.metrics_ports[f"worker-{queue}"]
             for probe in ("healthz", "readyz"):
                 assert (await http.get(f"http://127.0.0.1:{port}/{probe}")).status_code == 200
+
+
+async def test_every_metric_the_grafana_dashboard_queries_is_exposed(
+    tenant: Tenant, stack: Stack
+) -> None:
+    user = await tenant.user()
+    key = await tenant.template("email", "Hi", "Hello")
+    notification_id = await tenant.send("email", user["id"], key)
+    await wait_for_status(tenant.client, notification_id)
+    urls = [f"{stack.api_url}/metrics"] + [worker_metrics(stack, q) for q in QUEUES]
+    exposed: set[str] = set()
+    for url in urls:
+        text = (await asyncio.to_thread(httpx.get, url, timeout=10)).text
+        for metrics in text_string_to_metric_families(text):
+            exposed |= {family(metrics.name)} | {family(s.name) for s in metrics.samples}
+    missing = {name for name in dashboard_metrics() if family(name) not in exposed}
+    assert not missing, f"the dashboard queries metrics nothing exposes: {missing}"
 
 
 async def log_lines(path: Path, match: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:

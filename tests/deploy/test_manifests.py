@@ -1,0 +1,260 @@
+"""deploy/ checked offline (no Docker engine or cluster here): every file parses, the
+Kubernetes manifests validate against the Kubernetes 1.30 schemas shipped in the
+kubernetes-validate package, every setting they pass is one Herald reads, every command
+they run exists, and compose, Prometheus, Grafana and the Dockerfile agree."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import typer.main
+import yaml
+
+from herald.cli import app
+from herald.contracts import Channel
+from herald.settings import Settings
+from tests.deploy.dashboard import dashboard_metrics, family
+from workers.main import QUEUES
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+HERALD_IMAGE = "herald:latest"
+SETTINGS = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
+
+
+def yaml_files() -> list[Path]:
+    """Every YAML file under deploy/."""
+    return sorted([*DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml")])
+
+
+def manifests() -> list[tuple[Path, dict[str, Any]]]:
+    """Every Kubernetes object in deploy/k8s (the kustomization is not one)."""
+    return [
+        (path, doc)
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def objects(kind: str) -> dict[str, dict[str, Any]]:
+    """Kubernetes objects of one kind by name."""
+    return {doc["metadata"]["name"]: doc for _, doc in manifests() if doc["kind"] == kind}
+
+
+def compose() -> dict[str, Any]:
+    """The compose file, anchors and merge keys resolved."""
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return loaded
+
+
+def herald_services() -> dict[str, dict[str, Any]]:
+    """Compose services that run the Herald image."""
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if service.get("image") == HERALD_IMAGE
+    }
+
+
+def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    """The pod template of every Deployment and Job."""
+    for _, doc in manifests():
+        if doc["kind"] in ("Deployment", "Job"):
+            yield doc["metadata"]["name"], doc["spec"]["template"]["spec"]
+
+
+def herald_command_lines() -> Iterator[list[str]]:
+    """Every ``herald ...`` command line deploy/ runs, as argv without ``herald``."""
+    for service in herald_services().values():
+        command = service.get("command", [])
+        if service.get("entrypoint") == ["sh", "-c"]:
+            yield from _shell_commands(command[0])
+        else:
+            yield list(command)
+    for _, spec in pod_specs():
+        for container in spec["containers"]:
+            if container.get("command") == ["sh", "-c"]:
+                yield from _shell_commands(container["args"][0])
+            else:
+                yield list(container["args"])
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    yield json.loads(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+
+
+def _shell_commands(script: str) -> Iterator[list[str]]:
+    for part in script.split("&&"):
+        argv = shlex.split(part)
+        assert argv[0] == "herald", part
+        yield argv[1:]
+
+
+@pytest.mark.parametrize("path", yaml_files(), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_file_parses(path: Path) -> None:
+    assert [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.mark.parametrize(
+    ("path", "doc"),
+    manifests(),
+    ids=lambda value: value.name if isinstance(value, Path) else value["kind"],
+)
+def test_kubernetes_manifests_validate_against_the_schema(path: Path, doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert doc["metadata"].get("namespace", "herald") == "herald"
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert sorted(listed) == sorted(on_disk)
+
+
+def test_each_channel_has_its_own_autoscaled_worker_deployment() -> None:
+    deployments, autoscalers = objects("Deployment"), objects("HorizontalPodAutoscaler")
+    for queue in QUEUES:
+        deployment = deployments[f"herald-worker-{queue}"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["worker", "--queue", queue]
+    for channel in Channel:
+        target = autoscalers[f"herald-worker-{channel.value}"]["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", f"herald-worker-{channel}")
+    assert {"herald-api", "herald-bridge"} <= deployments.keys()
+
+
+def test_probes_and_service_point_at_what_the_processes_serve() -> None:
+    deployments = objects("Deployment")
+    for name, deployment in deployments.items():
+        template = deployment["spec"]["template"]
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= (
+            template["metadata"]["labels"].items()
+        )
+        (container,) = template["spec"]["containers"]
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert container["readinessProbe"]["httpGet"]["port"] in ports, name
+        expected = 8000 if name == "herald-api" else 9100
+        assert ports[container["livenessProbe"]["httpGet"]["port"]] == expected, name
+        assert template["metadata"]["annotations"]["prometheus.io/port"] == str(expected)
+    service = objects("Service")["herald-api"]["spec"]
+    api_labels = deployments["herald-api"]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= api_labels.items()
+
+
+def test_every_setting_deploy_passes_is_one_herald_reads() -> None:
+    passed: dict[str, set[str]] = {}
+    for name, service in herald_services().items():
+        passed[f"compose {name}"] = set(service.get("environment", {}))
+    for name, doc in objects("ConfigMap").items():
+        passed[f"ConfigMap {name}"] = set(doc["data"])
+    for name, doc in objects("Secret").items():
+        passed[f"Secret {name}"] = set(doc["stringData"])
+    for name, spec in pod_specs():
+        for container in spec["containers"]:
+            passed[f"pod {name}"] = {env["name"] for env in container.get("env", [])}
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef") or source.get("secretRef")
+                kind = "ConfigMap" if "configMapRef" in source else "Secret"
+                assert ref["name"] in objects(kind), (name, ref)
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    passed["Dockerfile"] = set(re.findall(r"\b(HERALD_[A-Z_]+)=", dockerfile))
+    for where, names in passed.items():
+        assert names <= SETTINGS, f"{where} sets what Herald never reads: {names - SETTINGS}"
+    everything = set().union(*passed.values())
+    for required in ("HERALD_DATABASE_URL", "HERALD_AMQP_URL", "HERALD_TEMPORAL_ADDRESS"):
+        assert required in everything
+
+
+def test_every_command_deploy_runs_exists() -> None:
+    cli = typer.main.get_command(app)
+    for argv in herald_command_lines():
+        command: Any = cli
+        args = list(argv)
+        while hasattr(command, "commands"):  # a command group: descend by name
+            command = command.commands.get(args.pop(0))
+            assert command is not None, argv
+        command.make_context(command.name, args)  # rejects unknown options and arguments
+        if argv[0] == "worker":
+            assert argv[argv.index("--queue") + 1] in QUEUES
+
+
+def test_compose_wiring() -> None:
+    services = compose()["services"]
+    assert {"postgresql", "rabbitmq", "temporal", "temporal-ui", "prometheus", "grafana"} <= (
+        services.keys()
+    )
+    assert {f"worker-{queue}" for queue in QUEUES} | {"api", "bridge"} <= herald_services().keys()
+    assert services["rabbitmq"]["image"].split(":")[1].endswith("management-alpine")
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), (name, source)
+    env = herald_services()["api"]["environment"]
+    assert env["HERALD_TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert env["HERALD_METRICS_PORT"] == "9100"
+
+
+def test_prometheus_scrapes_every_herald_process_and_the_services() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    services = compose()["services"]
+    scraped: dict[str, int] = {}
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            scraped |= {name: sd["port"] for name in sd["names"]}
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                scraped[host] = int(port)
+    for name in herald_services().keys() - {"setup", "sinks"}:
+        assert scraped[name] == (8000 if name == "api" else 9100), name
+    for name in ("temporal", "rabbitmq"):
+        assert name in scraped and name in services
+
+
+def test_grafana_provisioning_and_dashboard_reference_real_herald_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    import api.main  # noqa: F401 - registers the API's metrics
+    import herald.metrics  # noqa: F401 - registers the workers' and bridge's metrics
+
+    defined = {sample.name for family in REGISTRY.collect() for sample in family.samples} | {
+        family.name for family in REGISTRY.collect()
+    }
+    herald_names = {name for name in dashboard_metrics() if name.startswith("herald_")}
+    assert herald_names, "the dashboard shows no Herald metric"
+    for name in herald_names:
+        assert family(name) in defined, name
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/herald.yml").read_text())
+    mounted = compose()["services"]["grafana"]["volumes"]
+    assert f"./grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in mounted
+
+
+def test_dockerfile_copies_every_package_the_project_installs() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copied = {
+        source
+        for line in re.findall(r"^COPY (.+)$", dockerfile, re.M)
+        for source in line.split()[:-1]
+    }
+    for source in copied:
+        assert (ROOT / source).exists(), source
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    for pattern in packages:
+        assert pattern.rstrip("*") in copied, pattern
+    assert pyproject["project"]["readme"] in copied
