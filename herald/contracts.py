@@ -293,6 +293,7 @@ class AttemptFailed(BaseModel):
     """Signal ``attempt_failed``: a provider attempt failed and Temporal will retry it."""
 
     cycle: int = 1
+    leg: int = 0
     attempt: int
     provider: str
     error: str

@@ -34,6 +34,9 @@ _RECORD_EVENT = text(
         updated_at = :at
     WHERE id = :nid AND NOT :annotation AND EXISTS (SELECT 1 FROM ev)
       AND cycle <= :cycle AND updated_at <= :at
+      -- a cycle that has ended stays ended: only a newer cycle moves the status again
+      AND (cycle < :cycle
+           OR status NOT IN ('sent', 'delivered', 'failed', 'cancelled', 'suppressed'))
     """
 )
 

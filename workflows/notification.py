@@ -9,6 +9,7 @@ regular activity on the channel's own task queue with a declarative ``RetryPolic
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -93,6 +94,9 @@ class NotificationWorkflow:
         self._leg = 0
         self._channel: Channel | None = None
         self._unreached: list[str] = []
+        # Signal handlers and the main flow both record transitions; one at a time keeps
+        # the log in the order the workflow decided it.
+        self._transitions = asyncio.Lock()
 
     @workflow.run
     async def run(self, request: NotificationInput) -> NotificationState:
@@ -270,8 +274,37 @@ class NotificationWorkflow:
         provider: str | None = None,
         provider_message_id: str | None = None,
         template_version: int | None = None,
+        only_if: Callable[[], bool] | None = None,
     ) -> NotificationState:
-        """Move to ``status`` and append it to the event log."""
+        """Move to ``status`` and append it to the event log.
+
+        ``only_if`` is checked once earlier transitions are recorded; if it no longer
+        holds (say, a retry note that lost the race with ``sent``), nothing changes.
+        """
+        async with self._transitions:
+            if only_if is not None and not only_if():
+                return self.status()
+            return await self._record_transition(
+                status,
+                attempt=attempt,
+                detail=detail,
+                error=error,
+                provider=provider,
+                provider_message_id=provider_message_id,
+                template_version=template_version,
+            )
+
+    async def _record_transition(
+        self,
+        status: Status,
+        *,
+        attempt: int | None,
+        detail: str | None,
+        error: str | None,
+        provider: str | None,
+        provider_message_id: str | None,
+        template_version: int | None,
+    ) -> NotificationState:
         assert self._request is not None
         changed = status != self._status
         self._status = status
@@ -365,19 +398,23 @@ class NotificationWorkflow:
     @workflow.signal(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def attempt_failed(self, failure: AttemptFailed) -> None:
         """A provider attempt failed and Temporal will retry it: the notification is retrying."""
-        current = (
-            self._status in (Status.sending, Status.retrying)
-            and self._cancel is None
-            and failure.cycle == self._cycle
-            and failure.attempt >= self._attempts
-        )
-        if current:
-            await self._transition(
-                Status.retrying,
-                attempt=failure.attempt,
-                provider=failure.provider,
-                error=failure.error,
+
+        def current() -> bool:
+            return (
+                self._status in (Status.sending, Status.retrying)
+                and self._cancel is None
+                and failure.cycle == self._cycle
+                and failure.leg == self._leg
+                and failure.attempt >= self._attempts
             )
+
+        await self._transition(
+            Status.retrying,
+            attempt=failure.attempt,
+            provider=failure.provider,
+            error=failure.error,
+            only_if=current,
+        )
 
     @workflow.query
     def status(self) -> NotificationState:

@@ -202,6 +202,7 @@ class ProviderActivity:
             at=datetime.now(UTC),
             error=error,
             detail=f"attempt {attempt} of {request.max_attempts} failed: {error}",
+            leg=request.leg,
         )
         try:
             await asyncio.wait_for(
@@ -218,7 +219,11 @@ class ProviderActivity:
         if info.workflow_id is None:
             return
         failure = AttemptFailed(
-            cycle=request.cycle, attempt=attempt, provider=self.provider.name, error=error
+            cycle=request.cycle,
+            leg=request.leg,
+            attempt=attempt,
+            provider=self.provider.name,
+            error=error,
         )
         try:
             handle = activity.client().get_workflow_handle(
