@@ -70,10 +70,13 @@ class Stack:
         settings: Settings,
         log_dir: Path,
         queues: Iterable[str] = ("core", "email", "sms", "push"),
+        bridge: bool = False,
     ) -> None:
         self.settings = settings
         env = settings.as_env()
         self.processes = {"api": ManagedProcess("api", herald_argv("api"), env, log_dir)}
+        if bridge:
+            self.processes["bridge"] = ManagedProcess("bridge", herald_argv("bridge"), env, log_dir)
         for queue in queues:
             self.processes[f"worker-{queue}"] = ManagedProcess(
                 f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir
