@@ -37,7 +37,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
 from bridge.ingest import Ingest, InvalidMessage, Outcome, is_transient
 from herald import amqp
@@ -129,6 +129,12 @@ class Bridge:
             try:
                 await self._connect()
                 break
+            except ChannelPreconditionFailed as err:
+                await self._close_connection()
+                # A queue exists with other arguments (e.g. another delivery limit):
+                # retrying cannot help. Change it with a policy, or delete the queue.
+                log.error("RabbitMQ topology differs from Herald's", extra={"error": str(err)})
+                raise
             except (AMQPError, OSError, TimeoutError) as err:
                 await self._close_connection()
                 log.warning(
