@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import aio_pika
 import asyncpg
@@ -93,7 +94,10 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         asyncio.run(setup_cluster(settings))
     else:
         server = TemporalDevServer(
-            root / "temporal.db", port=int(port), log_file=log_dir / "temporal.log"
+            root / "temporal.db",
+            port=int(port),
+            ui_port=urlparse(settings.temporal_ui_url).port or 8233,
+            log_file=log_dir / "temporal.log",
         )
         console.print("starting the Temporal dev server …")
         server.start()
