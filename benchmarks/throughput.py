@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +33,21 @@ from herald.sinks import Sinks
 from herald.tenants import create_api_key
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pid(process: ManagedProcess | TemporalDevServer) -> int | None:
+    return process.process.pid if process.process is not None else None
+
+
 async def _bounded(count: int, concurrency: int, job: Any) -> None:
     gate = asyncio.Semaphore(concurrency)
 
@@ -42,8 +58,10 @@ async def _bounded(count: int, concurrency: int, job: Any) -> None:
     await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def bare_rate(server: TemporalDevServer, count: int, concurrency: int, logs: Path) -> float:
-    """Workflows per second for the baseline."""
+async def bare_rate(
+    server: TemporalDevServer, count: int, concurrency: int, logs: Path, cpu_ms: dict[str, float]
+) -> float:
+    """Workflows per second for the baseline (CPU ms per workflow go into ``cpu_ms``)."""
     from temporalio.client import Client
 
     queue = f"bare-{uuid.uuid4().hex[:6]}"
@@ -55,6 +73,7 @@ async def bare_rate(server: TemporalDevServer, count: int, concurrency: int, log
         await client.execute_workflow(
             BareWorkflow.run, "warm-up", id=f"bare-warm-{queue}", task_queue=queue
         )
+        server_cpu, worker_cpu = cpu_seconds(_pid(server)), cpu_seconds(_pid(worker))
         started = time.perf_counter()
         await _bounded(
             count,
@@ -63,15 +82,24 @@ async def bare_rate(server: TemporalDevServer, count: int, concurrency: int, log
                 BareWorkflow.run, str(i), id=f"bare-{queue}-{i}", task_queue=queue
             ),
         )
-        return count / (time.perf_counter() - started)
+        rate = count / (time.perf_counter() - started)
+        cpu_ms["bare.temporal"] = (cpu_seconds(_pid(server)) - server_cpu) * 1000 / count
+        cpu_ms["bare.worker"] = (cpu_seconds(_pid(worker)) - worker_cpu) * 1000 / count
+        return rate
     finally:
         worker.stop()
 
 
 async def herald_rate(
-    settings: Settings, count: int, concurrency: int, sinks: Sinks
+    settings: Settings,
+    count: int,
+    concurrency: int,
+    sinks: Sinks,
+    pids: dict[str, int | None],
+    cpu_ms: dict[str, float],
 ) -> dict[str, float]:
-    """Notifications per second from the first submission to the last ``sent``."""
+    """Notifications per second from the first submission to the last ``sent``
+    (CPU ms per notification of each process in ``pids`` go into ``cpu_ms``)."""
     engine = make_engine(settings, pool_size=2)
     key = await create_api_key(engine, f"bench-{uuid.uuid4().hex[:6]}")
     async with httpx.AsyncClient(
@@ -112,6 +140,7 @@ async def herald_rate(
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
 
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         await _bounded(count, concurrency, submit)
         accepted = time.perf_counter() - started
@@ -123,6 +152,8 @@ async def herald_rate(
                 break
             await asyncio.sleep(0.2)
         elapsed = time.perf_counter() - started
+        for name, pid in pids.items():
+            cpu_ms[f"herald.{name}"] = (cpu_seconds(pid) - before[name]) * 1000 / count
     await engine.dispose()
     delivered = len({m.message_id for m in sinks.state.received("email")}) - 1
     assert delivered == count, f"{delivered} of {count} emails reached the SMTP server"
@@ -157,11 +188,13 @@ async def main() -> None:
         ManagedProcess("email", herald_argv("worker", "--queue", "email"), env, work),
     ]
     try:
-        bare = await bare_rate(server, args.count, args.concurrency, work)
+        cpu_ms: dict[str, float] = {}
+        bare = await bare_rate(server, args.count, args.concurrency, work, cpu_ms)
         for process in processes:
             process.start()
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.api_port}/healthz")
-        herald = await herald_rate(settings, args.count, args.concurrency, sinks)
+        pids = {"temporal": _pid(server), **{p.name: _pid(p) for p in processes}}
+        herald = await herald_rate(settings, args.count, args.concurrency, sinks, pids, cpu_ms)
     finally:
         for process in processes:
             process.stop()
@@ -176,6 +209,7 @@ async def main() -> None:
                 "herald_accept_per_minute": round(herald["accept_per_second"] * 60),
                 "bare_workflows_per_minute": round(bare * 60),
                 "ratio_to_bare": round(herald["per_second"] / bare, 3),
+                "cpu_ms_per_item": {name: round(ms, 1) for name, ms in cpu_ms.items()},
             }
         )
     )

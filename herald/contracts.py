@@ -242,6 +242,13 @@ class SendResult(BaseModel):
     provider: str
     provider_message_id: str
     attempt: int = 1
+    # True when the channel worker wrote both ``sending`` and ``sent`` to the log.
+    recorded: bool = False
+
+
+def sent_detail(channel: Channel, provider: str) -> str:
+    """How the ``sent`` event names the channel and provider that delivered."""
+    return f"sent on {channel.value} by {provider}"
 
 
 class StatusEvent(BaseModel):

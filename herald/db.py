@@ -170,13 +170,19 @@ class NotificationEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-def make_engine(settings: Settings, pool_size: int | None = None) -> AsyncEngine:
-    """The process's one connection pool."""
+def make_engine(
+    settings: Settings, pool_size: int | None = None, *, pre_ping: bool = True
+) -> AsyncEngine:
+    """The process's one connection pool.
+
+    ``pre_ping`` checks each connection before use (a round trip per checkout); workers
+    turn it off because their steps retry on a dropped connection anyway.
+    """
     return create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.database_pool_size,
         max_overflow=pool_size or settings.database_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
     )
 
 

@@ -6,6 +6,8 @@ and by the API (``accepted``, right after the workflow start).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -41,26 +43,27 @@ _RECORD_EVENT = text(
 )
 
 
+def _event_params(event: StatusEvent) -> dict[str, Any]:
+    return {
+        "nid": event.notification_id,
+        "key": event.key,
+        "status": event.status.value,
+        "cycle": event.cycle,
+        "attempt": event.attempt,
+        "provider": event.provider,
+        "provider_message_id": event.provider_message_id,
+        "template_version": event.template_version,
+        "detail": event.detail or event.error,
+        "error": event.error,
+        "annotation": event.annotation,
+        "at": event.at,
+    }
+
+
 async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
     """Append ``event`` once and move the notification's current status forward."""
     async with engine.begin() as conn:
-        await conn.execute(
-            _RECORD_EVENT,
-            {
-                "nid": event.notification_id,
-                "key": event.key,
-                "status": event.status.value,
-                "cycle": event.cycle,
-                "attempt": event.attempt,
-                "provider": event.provider,
-                "provider_message_id": event.provider_message_id,
-                "template_version": event.template_version,
-                "detail": event.detail or event.error,
-                "error": event.error,
-                "annotation": event.annotation,
-                "at": event.at,
-            },
-        )
+        await conn.execute(_RECORD_EVENT, _event_params(event))
 
 
 async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> None:
@@ -88,15 +91,13 @@ async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> No
         "created_at": request.created_at,
         "updated_at": request.created_at,
     }
-    async with engine.begin() as conn:
-        await conn.execute(insert(Notification).values(row).on_conflict_do_nothing())
-    await record_event(
-        engine,
-        StatusEvent(
-            notification_id=request.notification_id,
-            status=Status.accepted,
-            cycle=request.cycle,
-            at=request.created_at,
-            detail="resend requested" if request.cycle > 1 else None,
-        ),
+    accepted = StatusEvent(
+        notification_id=request.notification_id,
+        status=Status.accepted,
+        cycle=request.cycle,
+        at=request.created_at,
+        detail="resend requested" if request.cycle > 1 else None,
     )
+    async with engine.begin() as conn:  # one round trip of a transaction, not two
+        await conn.execute(insert(Notification).values(row).on_conflict_do_nothing())
+        await conn.execute(_RECORD_EVENT, _event_params(accepted))

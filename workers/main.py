@@ -20,6 +20,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.failures import FailureActivities
 from activities.providers.base import Provider, ProviderActivity
@@ -68,6 +69,12 @@ def core_worker(
         client,
         task_queue=core_task_queue(settings),
         workflows=[NotificationWorkflow],
+        # Workflow code stays checked for non-deterministic calls; modules are imported
+        # once per process instead of once per workflow run, which is most of the
+        # sandbox's cost per notification.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+        ),
         activities=activities,
         max_concurrent_activities=concurrency,
         max_concurrent_local_activities=concurrency,
@@ -102,7 +109,9 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
     concurrency = concurrency or settings.worker_concurrency
     metrics, runtime = start_process_metrics(settings)
     client = await connect(settings, runtime)
-    engine = make_engine(settings, pool_size=min(concurrency, settings.database_pool_size))
+    engine = make_engine(
+        settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
+    )
     http = httpx.AsyncClient(
         timeout=settings.provider_timeout_seconds,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SendResult,
         Status,
         StatusEvent,
+        sent_detail,
     )
 
 # Steps that only touch PostgreSQL retry until it is back: a database outage delays a
@@ -97,6 +98,7 @@ class NotificationWorkflow:
         # Signal handlers and the main flow both record transitions; one at a time keeps
         # the log in the order the workflow decided it.
         self._transitions = asyncio.Lock()
+        self._sending: StatusEvent | None = None
 
     @workflow.run
     async def run(self, request: NotificationInput) -> NotificationState:
@@ -199,6 +201,7 @@ class NotificationWorkflow:
             attempt=1,
             template_version=message.template_version,
             detail=f"falling back to {channel.value}" if self._leg else None,
+            logged=False,
         )
         self._send = workflow.start_activity(
             f"send_{channel.value}",
@@ -231,6 +234,7 @@ class NotificationWorkflow:
         try:
             result = await self._send
         except ActivityError as err:
+            await self._ensure_sending_logged()
             if isinstance(err.cause, CancelledError):
                 return await self._cancelled()
             reason, attempt = _failure_reason(err)
@@ -243,16 +247,24 @@ class NotificationWorkflow:
                 error=self._all_reasons(reason),
             )
         self._provider = result.provider
+        if not result.recorded:
+            await self._ensure_sending_logged()
         state = await self._transition(
             Status.sent,
             attempt=result.attempt,
             provider=result.provider,
             provider_message_id=result.provider_message_id,
-            detail=f"sent on {channel.value} by {result.provider}",
+            detail=sent_detail(channel, result.provider),
+            logged=not result.recorded,
         )
         if self._cancel is not None:
             await self._note(f"cancel refused: already sent ({self._cancel.reason})")
         return state
+
+    async def _ensure_sending_logged(self) -> None:
+        """Write ``sending`` if the channel worker may not have (a retried write is a no-op)."""
+        if self._sending is not None:
+            await self._step(StatusActivities.record_status, self._sending)
 
     async def _cancelled(self) -> NotificationState:
         reason = self._cancel.reason if self._cancel else "cancelled"
@@ -275,11 +287,15 @@ class NotificationWorkflow:
         provider_message_id: str | None = None,
         template_version: int | None = None,
         only_if: Callable[[], bool] | None = None,
+        logged: bool = True,
     ) -> NotificationState:
         """Move to ``status`` and append it to the event log.
 
         ``only_if`` is checked once earlier transitions are recorded; if it no longer
         holds (say, a retry note that lost the race with ``sent``), nothing changes.
+        ``logged=False`` moves status and search attributes only: the channel worker
+        writes ``sending`` and ``sent`` itself, and the workflow writes them only when it
+        could not (see ``_deliver``).
         """
         async with self._transitions:
             if only_if is not None and not only_if():
@@ -292,6 +308,7 @@ class NotificationWorkflow:
                 provider=provider,
                 provider_message_id=provider_message_id,
                 template_version=template_version,
+                logged=logged,
             )
 
     async def _record_transition(
@@ -304,6 +321,7 @@ class NotificationWorkflow:
         provider: str | None,
         provider_message_id: str | None,
         template_version: int | None,
+        logged: bool,
     ) -> NotificationState:
         assert self._request is not None
         changed = status != self._status
@@ -315,22 +333,23 @@ class NotificationWorkflow:
         workflow.upsert_search_attributes(
             search.on_transition(status, self._attempts, workflow.now() if changed else None)
         )
-        await self._step(
-            StatusActivities.record_status,
-            StatusEvent(
-                notification_id=self._request.notification_id,
-                status=status,
-                cycle=self._cycle,
-                attempt=self._attempts,
-                at=workflow.now(),
-                provider=provider,
-                provider_message_id=provider_message_id,
-                template_version=template_version,
-                detail=detail,
-                error=error,
-                leg=self._leg,
-            ),
+        event = StatusEvent(
+            notification_id=self._request.notification_id,
+            status=status,
+            cycle=self._cycle,
+            attempt=self._attempts,
+            at=workflow.now(),
+            provider=provider,
+            provider_message_id=provider_message_id,
+            template_version=template_version,
+            detail=detail,
+            error=error,
+            leg=self._leg,
         )
+        if status is Status.sending:
+            self._sending = event
+        if logged:
+            await self._step(StatusActivities.record_status, event)
         if status is Status.failed:
             await self._publish_failed()
         return self.status()

@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -24,7 +25,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.providers.attempts import AttemptLedger
 from herald import statuslog
-from herald.contracts import AttemptFailed, SendRequest, SendResult, Status, StatusEvent
+from herald.contracts import (
+    AttemptFailed,
+    SendRequest,
+    SendResult,
+    Status,
+    StatusEvent,
+    sent_detail,
+)
 from herald.metrics import ATTEMPTS, NOTIFICATIONS, PROVIDER_LATENCY
 
 log = logging.getLogger(__name__)
@@ -99,6 +107,16 @@ class ProviderActivity:
     async def send(self, request: SendRequest) -> SendResult:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure."""
         ledger = AttemptLedger.resume()
+        first_try = activity.info().attempt == 1
+        logged_sending = first_try and await self._record(
+            self._event(
+                request,
+                Status.sending,
+                attempt=1,
+                template_version=request.message.template_version,
+                detail=f"falling back to {request.channel.value}" if request.leg else None,
+            )
+        )
         try:
             delivery = await self._timed_deliver(request)
         except CircuitOpenError as err:
@@ -134,8 +152,21 @@ class ProviderActivity:
                 "provider_message_id": delivery.message_id,
             },
         )
+        logged_sent = await self._record(
+            self._event(
+                request,
+                Status.sent,
+                attempt=attempt,
+                provider=delivery.provider,
+                provider_message_id=delivery.message_id,
+                detail=sent_detail(request.channel, delivery.provider),
+            )
+        )
         return SendResult(
-            provider=delivery.provider, provider_message_id=delivery.message_id, attempt=attempt
+            provider=delivery.provider,
+            provider_message_id=delivery.message_id,
+            attempt=attempt,
+            recorded=logged_sending and logged_sent,
         )
 
     async def _timed_deliver(self, request: SendRequest) -> Delivery:
@@ -191,27 +222,44 @@ class ProviderActivity:
         )
 
     async def _record_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
-        if self._engine is None:
-            return
-        event = StatusEvent(
-            notification_id=request.notification_id,
-            status=Status.retrying,
-            cycle=request.cycle,
-            attempt=attempt,
-            provider=self.provider.name,
-            at=datetime.now(UTC),
-            error=error,
-            detail=f"attempt {attempt} of {request.max_attempts} failed: {error}",
-            leg=request.leg,
+        await self._record(
+            self._event(
+                request,
+                Status.retrying,
+                attempt=attempt,
+                provider=self.provider.name,
+                error=error,
+                detail=f"attempt {attempt} of {request.max_attempts} failed: {error}",
+            )
         )
+
+    @staticmethod
+    def _event(request: SendRequest, status: Status, **fields: Any) -> StatusEvent:
+        return StatusEvent(
+            notification_id=request.notification_id,
+            status=status,
+            cycle=request.cycle,
+            at=datetime.now(UTC),
+            leg=request.leg,
+            **fields,
+        )
+
+    async def _record(self, event: StatusEvent) -> bool:
+        """Write a transition from here, best effort: True if it is in the log.
+
+        Whatever this could not write, the workflow writes (its steps retry until
+        PostgreSQL answers), so a database outage never holds up or fails a send.
+        """
+        if self._engine is None:
+            return False
         try:
             await asyncio.wait_for(
                 statuslog.record_event(self._engine, event), _STATUS_WRITE_TIMEOUT
             )
-        except Exception:  # the send outcome matters more than this log line
-            log.exception(
-                "could not record retrying", extra={"notification_id": str(request.notification_id)}
-            )
+        except Exception:
+            log.warning("could not record %s", event.status.value, exc_info=True)
+            return False
+        return True
 
     async def _signal_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
         """Tell the workflow, so its status, query and search attributes say ``retrying``."""
