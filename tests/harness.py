@@ -16,7 +16,7 @@ import httpx
 
 from herald.db import make_engine
 from herald.devserver import free_port
-from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv
+from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv, wait_http
 from herald.settings import Settings
 from herald.sinks import Sinks
 from herald.tenants import create_api_key, set_rate_limit
@@ -99,19 +99,6 @@ class Stack:
         """Stop every process gracefully."""
         for process in self.processes.values():
             process.stop(timeout=10)
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers 200."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 async def wait_for_status(
