@@ -22,8 +22,6 @@ apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(db_app, name="db")
-temporal_app = typer.Typer(help="The Temporal cluster Herald runs on.", no_args_is_help=True)
-app.add_typer(temporal_app, name="temporal")
 rabbitmq_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(rabbitmq_app, name="rabbitmq")
 dead_app = typer.Typer(
@@ -31,6 +29,8 @@ dead_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(dead_app, name="dead")
+temporal_app = typer.Typer(help="The Temporal cluster Herald runs on.", no_args_is_help=True)
+app.add_typer(temporal_app, name="temporal")
 tenant_app = typer.Typer(help="Tenants and their limits.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 console = Console()
@@ -166,6 +166,89 @@ def tenant_limit(
         raise typer.Exit(1)
     limit = f"{per_minute}/min" if per_minute else "the default"
     console.print(f"{tenant}: {limit} per API key")
+
+
+def _exit_now(code: int = 0) -> NoReturn:
+    """End a short command that used a Temporal client without interpreter teardown.
+
+    The client's Rust threads can abort a finalizing interpreter (a known SDK issue,
+    "PyGILState_Release ... finalizing"), which would turn a success into exit 134.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@temporal_app.command("setup")
+def temporal_setup() -> None:
+    """Register Herald's search attributes on the cluster's namespace (idempotent)."""
+    from herald.search import setup_cluster
+
+    settings = get_settings()
+    try:
+        added = asyncio.run(setup_cluster(settings))
+    except RuntimeError as err:
+        err_console.print(f"[red]{err}[/]")
+        _exit_now(1)
+    where = f"namespace {settings.temporal_namespace} at {settings.temporal_address}"
+    if added:
+        console.print(f"registered {', '.join(added)} on {where}")
+    else:
+        console.print(f"search attributes already registered on {where}")
+    _exit_now()
+
+
+@app.command()
+def stuck(
+    older_than: Annotated[
+        str, typer.Option(help="Sending or retrying for longer than this (90s, 10m, 2h).")
+    ] = "10m",
+    limit: Annotated[int, typer.Option(help="List at most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List notifications stuck sending or retrying, with their last error and UI link."""
+    from herald.stuck import find_stuck, parse_duration
+    from herald.temporal import connect
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as err:
+        err_console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from err
+    settings = get_settings()
+
+    async def find() -> list[StuckNotification]:
+        return await find_stuck(await connect(settings), settings, age, limit)
+
+    _print_stuck(asyncio.run(find()), age, as_json=as_json)
+    _exit_now()
+
+
+def _print_stuck(rows: list[StuckNotification], age: timedelta, *, as_json: bool) -> None:
+    import dataclasses
+    import json
+
+    from herald.stuck import stuck_query
+
+    if as_json:
+        for row in rows:
+            print(json.dumps(dataclasses.asdict(row) | {"id": row.notification_id}, default=str))
+        return
+    if not rows:
+        console.print(f"nothing has been sending or retrying for longer than {age}")
+        return
+    now = datetime.now(UTC)
+    plain: dict[str, Any] = {"highlight": False, "markup": False, "soft_wrap": True}
+    for row in rows:
+        since = str(now - row.since).split(".")[0] if row.since else "?"
+        console.print(
+            f"{row.notification_id}  {row.status} for {since}  {row.channel} · template "
+            f"{row.template} · tenant {row.tenant} · attempt {row.attempts}",
+            **plain,
+        )
+        console.print(f"  last error: {row.last_error or '-'}", **plain)
+        console.print(f"  {row.ui_url}", **plain)
+    console.print(f"\n{len(rows)} stuck; Temporal UI filter: {stuck_query(now - age)}", **plain)
 
 
 @app.command()
@@ -334,89 +417,6 @@ def dead_replay(
             highlight=False,
             soft_wrap=True,
         )
-
-
-def _exit_now(code: int = 0) -> NoReturn:
-    """End a short command that used a Temporal client without interpreter teardown.
-
-    The client's Rust threads can abort a finalizing interpreter (a known SDK issue,
-    "PyGILState_Release ... finalizing"), which would turn a success into exit 134.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-@temporal_app.command("setup")
-def temporal_setup() -> None:
-    """Register Herald's search attributes on the cluster's namespace (idempotent)."""
-    from herald.search import setup_cluster
-
-    settings = get_settings()
-    try:
-        added = asyncio.run(setup_cluster(settings))
-    except RuntimeError as err:
-        err_console.print(f"[red]{err}[/]")
-        _exit_now(1)
-    where = f"namespace {settings.temporal_namespace} at {settings.temporal_address}"
-    if added:
-        console.print(f"registered {', '.join(added)} on {where}")
-    else:
-        console.print(f"search attributes already registered on {where}")
-    _exit_now()
-
-
-@app.command()
-def stuck(
-    older_than: Annotated[
-        str, typer.Option(help="Sending or retrying for longer than this (90s, 10m, 2h).")
-    ] = "10m",
-    limit: Annotated[int, typer.Option(help="List at most this many.")] = 100,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-) -> None:
-    """List notifications stuck sending or retrying, with their last error and UI link."""
-    from herald.stuck import find_stuck, parse_duration
-    from herald.temporal import connect
-
-    try:
-        age = parse_duration(older_than)
-    except ValueError as err:
-        err_console.print(f"[red]{err}[/]")
-        raise typer.Exit(2) from err
-    settings = get_settings()
-
-    async def find() -> list[StuckNotification]:
-        return await find_stuck(await connect(settings), settings, age, limit)
-
-    _print_stuck(asyncio.run(find()), age, as_json=as_json)
-    _exit_now()
-
-
-def _print_stuck(rows: list[StuckNotification], age: timedelta, *, as_json: bool) -> None:
-    import dataclasses
-    import json
-
-    from herald.stuck import stuck_query
-
-    if as_json:
-        for row in rows:
-            print(json.dumps(dataclasses.asdict(row) | {"id": row.notification_id}, default=str))
-        return
-    if not rows:
-        console.print(f"nothing has been sending or retrying for longer than {age}")
-        return
-    now = datetime.now(UTC)
-    plain: dict[str, Any] = {"highlight": False, "markup": False, "soft_wrap": True}
-    for row in rows:
-        since = str(now - row.since).split(".")[0] if row.since else "?"
-        console.print(
-            f"{row.notification_id}  {row.status} for {since}  {row.channel} · template "
-            f"{row.template} · tenant {row.tenant} · attempt {row.attempts}",
-            **plain,
-        )
-        console.print(f"  last error: {row.last_error or '-'}", **plain)
-        console.print(f"  {row.ui_url}", **plain)
-    console.print(f"\n{len(rows)} stuck; Temporal UI filter: {stuck_query(now - age)}", **plain)
 
 
 if __name__ == "__main__":
