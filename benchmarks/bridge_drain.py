@@ -15,27 +15,24 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from benchmarks.environment import local_herald
 from herald import amqp
 from herald.contracts import Channel, QueuedNotification
 from herald.db import Notification, make_engine
-from herald.devserver import TemporalDevServer, free_port
-from herald.migrate import ensure_database, upgrade
 from herald.processes import wait_http
 from herald.producer import NotificationProducer
 from herald.settings import Settings
 from herald.sinks import Sinks
 from herald.tenants import create_api_key
 from tests.bridge.support import vhost, wait_consumers
-from tests.harness import Stack, Tenant, rabbitmq_vhost, test_settings
+from tests.harness import Stack, Tenant, rabbitmq_vhost
 
 _POLL = 0.2
 
@@ -104,32 +101,24 @@ async def main() -> None:
     parser.add_argument("--prefetch", type=int, default=Settings().bridge_prefetch)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="herald-bridge-bench-"))
-    server = TemporalDevServer(work / "temporal.db", port=free_port(), headless=True).start()
-    sinks = Sinks(smtp_port=free_port(), http_port=free_port()).start()
-    settings = test_settings(
-        uuid.uuid4().hex[:8],
-        server.address,
-        sinks,
-        log_level="WARNING",
+    async with local_herald(
+        "bridge-bench",
         bridge_prefetch=args.prefetch,
         database_pool_size=5,
-    )
-    await ensure_database(settings.database_url)
-    await asyncio.to_thread(upgrade, settings.database_url)
-    rabbitmq_vhost(vhost(settings), create=True)
-    stack = Stack(settings, work, queues=("core", "email"), bridge=True)
-    try:
-        for name, process in stack.processes.items():
-            if name != "bridge":
-                process.start()
-        await asyncio.to_thread(wait_http, f"{stack.api_url}/healthz")
-        seconds = await measure(stack, args.count, sinks)
-    finally:
-        stack.stop()
-        sinks.stop()
-        server.stop()
-        rabbitmq_vhost(vhost(settings), create=False)
+        amqp_url=f"amqp://guest:guest@127.0.0.1:5672/herald-bench-{uuid.uuid4().hex[:8]}",
+    ) as bench:
+        settings = bench.settings
+        rabbitmq_vhost(vhost(settings), create=True)
+        stack = Stack(settings, bench.work, queues=("core", "email"), bridge=True)
+        try:
+            for name, process in stack.processes.items():
+                if name != "bridge":
+                    process.start()
+            await asyncio.to_thread(wait_http, f"{stack.api_url}/healthz")
+            seconds = await measure(stack, args.count, bench.sinks)
+        finally:
+            stack.stop()
+            rabbitmq_vhost(vhost(settings), create=False)
     print(
         json.dumps(
             {

@@ -19,35 +19,23 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from benchmarks.environment import local_herald
 from benchmarks.throughput import herald_rate
 from herald.contracts import workflow_id_for
 from herald.db import make_engine
-from herald.devserver import TemporalDevServer, free_port
-from herald.migrate import ensure_database, upgrade
-from herald.processes import ManagedProcess, herald_argv, wait_http
 from herald.settings import Settings
 from herald.sinks import Rule, Sinks
 from herald.temporal import connect
 from herald.tenants import create_api_key
 from tests.harness import TERMINAL
-
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 async def history_cost(client: Client, notification_id: str) -> dict[str, Any]:
@@ -132,49 +120,18 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="herald-capacity-"))
-    server = TemporalDevServer(work / "temporal.db", port=free_port(), headless=True).start()
-    sinks = Sinks(smtp_port=free_port(), http_port=free_port()).start()
-    run = uuid.uuid4().hex[:6]
-    settings = Settings(
-        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/herald_capacity_{run}",
-        temporal_address=server.address,
-        task_queue_prefix=f"capacity-{run}",
-        api_port=free_port(),
-        smtp_port=sinks.smtp_port,
-        retry_initial_interval_seconds=0.2,
-        log_level="WARNING",
-    )
-    await ensure_database(settings.database_url)
-    await asyncio.to_thread(upgrade, settings.database_url)
-    env = settings.as_env()
-    processes = {
-        name: ManagedProcess(name, herald_argv(*argv), env, work)
-        for name, argv in {
-            "api": ("api",),
-            "worker-core": ("worker", "--queue", "core"),
-            "worker-email": ("worker", "--queue", "email"),
-        }.items()
-    }
-    try:
-        for process in processes.values():
-            process.start()
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.api_port}/healthz")
-        pids = {name: p.process.pid for name, p in processes.items() if p.process is not None}
-        assert server.process is not None
-        pids["temporal-dev-server"] = server.process.pid
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        rate = await herald_rate(settings, args.count, args.concurrency, sinks)
-        used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    cpu_ms: dict[str, float] = {}
+    async with local_herald("capacity", retry_initial_interval_seconds=0.2) as bench:
+        await bench.start("api", "core", "email")
+        rate = await herald_rate(
+            bench.settings, args.count, args.concurrency, bench.sinks, bench.pids(), cpu_ms
+        )
         # After the rate run, which counts every row and message as its own.
-        histories = await sample_histories(settings, sinks)
-    finally:
-        for process in processes.values():
-            process.stop()
-        sinks.stop()
-        server.stop()
+        histories = await sample_histories(bench.settings, bench.sinks)
 
-    per_notification = {name: seconds / args.count for name, seconds in used.items()}
+    names = {"api": "api", "core": "worker-core", "email": "worker-email"}
+    names["temporal"] = "temporal-dev-server"
+    per_notification = {names[key.removeprefix("herald.")]: ms / 1000 for key, ms in cpu_ms.items()}
     print(
         json.dumps(
             {

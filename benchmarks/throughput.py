@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -24,28 +22,13 @@ import httpx
 from sqlalchemy import func, select
 
 from benchmarks.bare import BareWorkflow
+from benchmarks.environment import cpu_seconds, local_herald, pid_of
 from herald.db import Notification, make_engine
-from herald.devserver import TemporalDevServer, free_port
-from herald.migrate import ensure_database, upgrade
-from herald.processes import ManagedProcess, herald_argv, wait_http
+from herald.devserver import TemporalDevServer
+from herald.processes import ManagedProcess
 from herald.settings import Settings
 from herald.sinks import Sinks
 from herald.tenants import create_api_key
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system) a process has used so far."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _pid(process: ManagedProcess | TemporalDevServer) -> int | None:
-    return process.process.pid if process.process is not None else None
 
 
 async def _bounded(count: int, concurrency: int, job: Any) -> None:
@@ -73,7 +56,7 @@ async def bare_rate(
         await client.execute_workflow(
             BareWorkflow.run, "warm-up", id=f"bare-warm-{queue}", task_queue=queue
         )
-        server_cpu, worker_cpu = cpu_seconds(_pid(server)), cpu_seconds(_pid(worker))
+        server_cpu, worker_cpu = cpu_seconds(pid_of(server)), cpu_seconds(pid_of(worker))
         started = time.perf_counter()
         await _bounded(
             count,
@@ -83,8 +66,8 @@ async def bare_rate(
             ),
         )
         rate = count / (time.perf_counter() - started)
-        cpu_ms["bare.temporal"] = (cpu_seconds(_pid(server)) - server_cpu) * 1000 / count
-        cpu_ms["bare.worker"] = (cpu_seconds(_pid(worker)) - worker_cpu) * 1000 / count
+        cpu_ms["bare.temporal"] = (cpu_seconds(pid_of(server)) - server_cpu) * 1000 / count
+        cpu_ms["bare.worker"] = (cpu_seconds(pid_of(worker)) - worker_cpu) * 1000 / count
         return rate
     finally:
         worker.stop()
@@ -167,39 +150,13 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="herald-bench-"))
-    server = TemporalDevServer(work / "temporal.db", port=free_port(), headless=True).start()
-    sinks = Sinks(smtp_port=free_port(), http_port=free_port()).start()
-    run = uuid.uuid4().hex[:6]
-    settings = Settings(
-        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/herald_bench_{run}",
-        temporal_address=server.address,
-        task_queue_prefix=f"bench-{run}",
-        api_port=free_port(),
-        smtp_port=sinks.smtp_port,
-        log_level="WARNING",
-    )
-    await ensure_database(settings.database_url)
-    await asyncio.to_thread(upgrade, settings.database_url)
-    env = settings.as_env()
-    processes = [
-        ManagedProcess("api", herald_argv("api"), env, work),
-        ManagedProcess("core", herald_argv("worker", "--queue", "core"), env, work),
-        ManagedProcess("email", herald_argv("worker", "--queue", "email"), env, work),
-    ]
-    try:
-        cpu_ms: dict[str, float] = {}
-        bare = await bare_rate(server, args.count, args.concurrency, work, cpu_ms)
-        for process in processes:
-            process.start()
-        await asyncio.to_thread(wait_http, f"http://127.0.0.1:{settings.api_port}/healthz")
-        pids = {"temporal": _pid(server), **{p.name: _pid(p) for p in processes}}
-        herald = await herald_rate(settings, args.count, args.concurrency, sinks, pids, cpu_ms)
-    finally:
-        for process in processes:
-            process.stop()
-        sinks.stop()
-        server.stop()
+    cpu_ms: dict[str, float] = {}
+    async with local_herald("bench") as bench:
+        bare = await bare_rate(bench.server, args.count, args.concurrency, bench.work, cpu_ms)
+        await bench.start("api", "core", "email")
+        herald = await herald_rate(
+            bench.settings, args.count, args.concurrency, bench.sinks, bench.pids(), cpu_ms
+        )
     print(
         json.dumps(
             {

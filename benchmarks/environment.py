@@ -1,0 +1,102 @@
+"""A Herald of a benchmark's own: a file-backed Temporal dev server, provider sinks, a fresh
+database, and the processes it asks for; plus CPU accounting per process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from herald.devserver import TemporalDevServer, free_port
+from herald.migrate import ensure_database, upgrade
+from herald.processes import ManagedProcess, herald_argv, wait_http
+from herald.settings import Settings
+from herald.sinks import Sinks
+
+COMMANDS = {
+    "api": ("api",),
+    "core": ("worker", "--queue", "core"),
+    "email": ("worker", "--queue", "email"),
+    "sms": ("worker", "--queue", "sms"),
+    "push": ("worker", "--queue", "push"),
+    "bridge": ("bridge",),
+}
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far; 0 once it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid_of(process: ManagedProcess | TemporalDevServer) -> int | None:
+    """The OS pid of a running child."""
+    return process.process.pid if process.process is not None else None
+
+
+@dataclass
+class BenchHerald:
+    """What a benchmark runs against."""
+
+    work: Path
+    server: TemporalDevServer
+    sinks: Sinks
+    settings: Settings
+    processes: dict[str, ManagedProcess]
+
+    async def start(self, *names: str) -> dict[str, ManagedProcess]:
+        """Start Herald processes by name (see ``COMMANDS``); waits for the API if asked."""
+        env = self.settings.as_env()
+        for name in names:
+            process = ManagedProcess(name, herald_argv(*COMMANDS[name]), env, self.work)
+            self.processes[name] = process.start()
+        if "api" in names:
+            await asyncio.to_thread(wait_http, f"http://127.0.0.1:{self.settings.api_port}/healthz")
+        return self.processes
+
+    def pids(self) -> dict[str, int | None]:
+        """The Temporal server's and every started process's pid, by name."""
+        return {"temporal": pid_of(self.server)} | {
+            name: pid_of(process) for name, process in self.processes.items()
+        }
+
+
+@asynccontextmanager
+async def local_herald(name: str, **overrides: Any) -> AsyncIterator[BenchHerald]:
+    """Set everything up under ``name``, tear it all down afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=f"herald-{name}-"))
+    server = TemporalDevServer(work / "temporal.db", port=free_port(), headless=True).start()
+    sinks = Sinks(smtp_port=free_port(), http_port=free_port()).start()
+    run = uuid.uuid4().hex[:6]
+    values: dict[str, Any] = {
+        "database_url": f"postgresql+asyncpg://postgres@127.0.0.1:5432/herald_{name}_{run}",
+        "temporal_address": server.address,
+        "task_queue_prefix": f"{name}-{run}",
+        "api_port": free_port(),
+        "smtp_port": sinks.smtp_port,
+        "sms_api_url": sinks.http_url,
+        "push_api_url": sinks.http_url,
+        "log_level": "WARNING",
+    }
+    settings = Settings(**(values | overrides))
+    bench = BenchHerald(work, server, sinks, settings, {})
+    try:
+        await ensure_database(settings.database_url)
+        await asyncio.to_thread(upgrade, settings.database_url)
+        yield bench
+    finally:
+        for process in bench.processes.values():
+            process.stop()
+        sinks.stop()
+        server.stop()
