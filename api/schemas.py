@@ -9,7 +9,7 @@ from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from herald.contracts import E164, Channel, Locale, Status, TemplateKey, UserId
+from herald.contracts import E164, Channel, Locale, Status, TemplateKey, UserId, has_nul
 
 MAX_TEMPLATE_CHARS = 32_768
 _TIMEZONES = frozenset(available_timezones())
@@ -95,6 +95,13 @@ class TemplateIn(BaseModel):
     locale: Locale = "en"
     subject: str | None = Field(default=None, max_length=998)
     body: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and has_nul(value):
+            raise ValueError("may not contain the NUL character (\\u0000)")
+        return value
 
 
 class TemplateOut(BaseModel):

@@ -55,6 +55,17 @@ Locale = Annotated[
 ]
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(key) or has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(has_nul(item) for item in value)
+    return False
+
+
 class NotificationBody(BaseModel):
     """What a client sends to ask for a notification (channel fixed by the route or given)."""
 
@@ -73,6 +84,13 @@ class NotificationBody(BaseModel):
         description="Channels to try next, in order, when the user cannot be reached on the "
         "first (no address or device, opted out, or the send failed for good).",
     )
+
+    @field_validator("data")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if has_nul(value):
+            raise ValueError("data may not contain the NUL character (\\u0000)")
+        return value
 
     @field_validator("fallback")
     @classmethod

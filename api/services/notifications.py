@@ -138,7 +138,7 @@ async def submit(
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
-    if not await submission.start_notification(backends.temporal, settings, notification):
+    if not await submission.accept(backends.temporal, engine, settings, notification):
         # The same Idempotency-Key raced us: answer with the one that won.
         for _ in range(50):
             replay = await _replay(engine, tenant, notification_id, fingerprint)
@@ -155,13 +155,6 @@ async def submit(
             "template": request.template,
         },
     )
-    try:
-        await statuslog.record_accepted(engine, notification)
-    except Exception:  # the workflow writes the same row as its first step
-        log.exception(
-            "accepted notification not yet recorded",
-            extra={"notification_id": str(notification_id)},
-        )
     return Submitted(_accepted_view(notification), created=True)
 
 

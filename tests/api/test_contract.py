@@ -270,3 +270,24 @@ async def test_events_are_ordered_oldest_first(tenant: Tenant) -> None:
     await wait_for_status(tenant.client, nid)
     log = await events(tenant.client, nid)
     assert [e["at"] for e in log] == sorted(e["at"] for e in log)
+
+
+async def test_nul_characters_are_refused_at_the_door(tenant: Tenant) -> None:
+    user = await tenant.user()
+    key = await tenant.template("sms", "Hi {{ name }}", None)
+    in_data = await tenant.client.post(
+        "/v1/notifications",
+        json={
+            "channel": "sms",
+            "user_id": user["id"],
+            "template": key,
+            "data": {"name": "a\u0000b"},
+        },
+    )
+    assert in_data.status_code == 422
+    assert field_of(in_data) == ["data"]
+    in_template = await tenant.client.post(
+        "/v1/templates", json={"key": "nul", "channel": "sms", "body": "Hi\u0000"}
+    )
+    assert in_template.status_code == 422
+    assert field_of(in_template) == ["body"]
