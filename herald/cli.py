@@ -406,10 +406,10 @@ def dead_replay(
         err_console.print(
             f"[red]replay stopped:[/] {type(err).__name__}: {err}", highlight=False, soft_wrap=True
         )
-        raise typer.Exit(1) from err
+        _exit_now(1)
     if not done:
         console.print(f"nothing to replay{f' named {wanted}' if wanted else ''}")
-        raise typer.Exit(1 if wanted else 0)
+        _exit_now(1 if wanted else 0)
     for item in done:
         name = item.entry.notification_id or item.entry.message_id
         console.print(
@@ -417,6 +417,7 @@ def dead_replay(
             highlight=False,
             soft_wrap=True,
         )
+    _exit_now()  # it may have held a Temporal client (see _exit_now)
 
 
 if __name__ == "__main__":
