@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
-from herald import amqp, statuslog, submission
+from herald import amqp, submission
 from herald.contracts import Channel, FailedNotification, NotificationRequest, Status
 from herald.db import make_engine
 from herald.settings import Settings
@@ -242,8 +242,7 @@ class Replayer:
             request=request,
             cycle=failed.cycle + 1,
         )
-        await submission.start_resend(temporal, self._settings, notification)
-        await statuslog.record_accepted(engine, notification)
+        await submission.accept_resend(temporal, engine, self._settings, notification)
         return Replayed(entry, ReplayResult.resent, f"send cycle {notification.cycle} started")
 
 

@@ -183,6 +183,14 @@ async def start_resend(client: Client, settings: Settings, notification: Notific
     )
 
 
+async def accept_resend(
+    client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
+) -> None:
+    """Start the next send cycle (see ``start_resend``), then record its ``accepted``."""
+    await start_resend(client, settings, notification)
+    await statuslog.record_accepted(engine, notification)
+
+
 async def accept(
     client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
 ) -> bool:

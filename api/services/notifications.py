@@ -8,7 +8,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import RowMapping, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import ApiError, not_found, unprocessable
 from api.middleware import request_id_var
 from api.schemas import EventOut, NotificationOut, NotificationPage
-from herald import statuslog, submission
+from herald import submission
 from herald.contracts import (
     CancelRequest,
     Channel,
@@ -262,23 +262,22 @@ async def resend(
         raise not_found(f"notification {notification_id}")
     if not Status(row["status"]).terminal:
         raise ApiError(409, f"notification is still {row['status']}; resend it once it has ended")
-    now = datetime.now(UTC)
-    notification = NotificationInput(
-        notification_id=notification_id,
-        tenant_id=tenant.id,
-        tenant=tenant.name,
-        channel=Channel(row["channel"]),
+    request = NotificationRequest(
+        channel=row["channel"],
         user_id=row["user_id"],
         template=row["template"],
         locale=row["locale"],
         data=row["data"],
-        created_at=now,
-        cycle=row["cycle"] + 1,
-        retry=submission.retry_spec(backends.settings),
-        request_id=request_id_var.get(),
-        task_queue_prefix=backends.settings.task_queue_prefix,
-        fallback=[Channel(channel) for channel in row["fallback"] or []],
+        fallback=row["fallback"] or [],
     )
-    await submission.start_resend(backends.temporal, backends.settings, notification)
-    await statuslog.record_accepted(engine, notification)
+    notification = submission.build_input(
+        backends.settings,
+        notification_id=notification_id,
+        tenant_id=tenant.id,
+        tenant=tenant.name,
+        request=request,
+        request_id=request_id_var.get(),
+        cycle=row["cycle"] + 1,
+    )
+    await submission.accept_resend(backends.temporal, engine, backends.settings, notification)
     return _accepted_view(notification).model_copy(update={"cycle": notification.cycle})
