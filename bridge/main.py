@@ -19,7 +19,7 @@ from herald import amqp
 from herald.db import make_engine
 from herald.metrics import start_process_metrics
 from herald.settings import Settings
-from herald.temporal import connect
+from herald.temporal import connect_when_available
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +28,13 @@ async def _temporal(
     settings: Settings, stop: asyncio.Event, runtime: Runtime | None
 ) -> Client | None:
     """A Temporal client, retrying until the server answers (None if stopped first)."""
-    delay = settings.bridge_retry_initial_seconds
-    while not stop.is_set():
-        try:
-            return await connect(settings, runtime)
-        except RuntimeError as err:  # the SDK's "failed client connect"
-            log.warning(
-                "Temporal unavailable; retrying",
-                extra={"address": settings.temporal_address, "error": str(err), "retry_in": delay},
-            )
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, settings.bridge_retry_maximum_seconds)
-    return None
+    return await connect_when_available(
+        settings,
+        stop,
+        runtime,
+        initial_delay=settings.bridge_retry_initial_seconds,
+        maximum_delay=settings.bridge_retry_maximum_seconds,
+    )
 
 
 async def run_bridge(settings: Settings, stop: asyncio.Event | None = None) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
 from herald.contracts import Channel
 from herald.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def core_task_queue(settings: Settings) -> str:
@@ -34,3 +39,32 @@ async def connect(
         runtime=runtime,
         lazy=lazy,
     )
+
+
+async def connect_when_available(
+    settings: Settings,
+    stop: asyncio.Event,
+    runtime: Runtime | None = None,
+    *,
+    initial_delay: float = 0.5,
+    maximum_delay: float = 30.0,
+) -> Client | None:
+    """A client, retrying with backoff until the server answers (None if stopped first).
+
+    Long-running processes start (or restart) while Temporal may be down; they wait for
+    it instead of exiting.
+    """
+    delay = initial_delay
+    while not stop.is_set():
+        try:
+            return await connect(settings, runtime)
+        except RuntimeError as err:  # the SDK's "failed client connect"
+            log.warning(
+                "Temporal unavailable; retrying",
+                extra={"address": settings.temporal_address, "error": str(err), "retry_in": delay},
+            )
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except TimeoutError:
+            delay = min(delay * 2, maximum_delay)
+    return None

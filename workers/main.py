@@ -35,7 +35,7 @@ from herald.correlation import CorrelationInterceptor
 from herald.db import make_engine
 from herald.metrics import start_process_metrics
 from herald.settings import Settings
-from herald.temporal import channel_task_queue, connect, core_task_queue
+from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
 from workflows.notification import NotificationWorkflow
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,16 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
     concurrency = concurrency or settings.worker_concurrency
     metrics, runtime = start_process_metrics(settings)
-    client = await connect(settings, runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # A worker (re)started while Temporal is down waits for it rather than exiting.
+    client = await connect_when_available(settings, stop, runtime)
+    if client is None:
+        if metrics:
+            metrics.stop()
+        return
     engine = make_engine(
         settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
     )
@@ -132,11 +141,6 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
             interceptors=[CorrelationInterceptor()],
         )
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     log.info("worker started", extra={"queue": queue, "concurrency": concurrency})
     async with worker:

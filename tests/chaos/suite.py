@@ -369,6 +369,26 @@ class ChaosRun:
         await asyncio.gather(*(check(i) for i in rows))
         return mismatched
 
+    def killed_in_flight(self, key: str) -> bool:
+        """Whether a kill landed while the first copy of ``key`` was being sent.
+
+        The sink keeps a message when it answers, at most its slowest delay after the
+        send began, and the sender records the outcome just after: a SIGKILL of that
+        channel's worker (or of the Temporal server) in that window can leave Temporal
+        retrying an attempt whose message already arrived, with the same key.
+        """
+        assert self.sinks is not None
+        copies = [m for m in self.sinks.state.received() if _key(m) == key]
+        if not copies:
+            return False
+        first = min(copies, key=lambda m: m.at)
+        culprits = {f"SIGKILL worker-{first.channel}", "SIGKILL temporal dev server"}
+        slowest = self.sinks.state.timeout_seconds + 1.0
+        return any(
+            what in culprits and first.at - slowest <= at <= first.at + 2.0
+            for at, what in self.events
+        )
+
     def deliveries(self) -> list[tuple[str, str]]:
         """``(channel, idempotency key)`` of every message the sinks accepted."""
         assert self.sinks is not None
@@ -392,7 +412,9 @@ class ChaosRun:
         sent = {i for i, row in rows.items() if row["status"] in ("sent", "delivered")}
         duplicated = {key: n for key, n in per_key.items() if n > 1}
         unexplained = sorted(
-            key for key in duplicated if key in rows and rows[key]["attempts"] <= 1
+            key
+            for key in duplicated
+            if key in rows and rows[key]["attempts"] <= 1 and not self.killed_in_flight(key)
         )
         unknown = sorted(set(per_key) - accepted)
         return {
@@ -420,6 +442,9 @@ class ChaosRun:
             "raw_deliveries": len(deliveries),
             "raw_duplicates": sum(n - 1 for n in duplicated.values()),
             "duplicated_keys": len(duplicated),
+            "duplicates_in_kill_window": sum(
+                1 for key in duplicated if key in rows and self.killed_in_flight(key)
+            ),
             "unexplained_duplicates": len(unexplained),
             "unknown_keys": len(unknown),
             "agreement_mismatches": len(mismatched),
