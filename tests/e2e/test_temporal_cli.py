@@ -20,17 +20,16 @@ from herald.settings import Settings
 from tests.harness import Tenant, wait_for_status
 
 
-def temporal_cli(server: TemporalDevServer, *args: str, namespace: str = "default") -> str:
-    """Run ``temporal ARGS`` against the test server and return its output."""
-    done = subprocess.run(
-        [temporal_binary(), *args, "--address", server.address, "--namespace", namespace],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def run_ok(argv: list[str], env: dict[str, str] | None = None) -> str:
+    """Run a command that must succeed and return what it printed."""
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def temporal_cli(server: TemporalDevServer, *args: str, namespace: str = "default") -> str:
+    """Run ``temporal ARGS`` against the test server and return its output."""
+    return run_ok([temporal_binary(), *args, "--address", server.address, "--namespace", namespace])
 
 
 def listed(server: TemporalDevServer, query: str) -> set[str]:
@@ -135,16 +134,7 @@ def test_temporal_setup_registers_the_search_attributes_once(
     env = {**settings.as_env(), "HERALD_TEMPORAL_NAMESPACE": namespace}
 
     def setup() -> str:
-        done = subprocess.run(
-            herald_argv("temporal", "setup"),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return run_ok(herald_argv("temporal", "setup"), env)
 
     first = setup()
     assert "registered" in first and "HeraldStatus" in first, first
