@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from herald.devserver import TemporalDevServer, free_port
-from herald.migrate import ensure_database, upgrade
+from herald.migrate import drop_database, ensure_database, upgrade
 from herald.processes import ManagedProcess, herald_argv, wait_http
 from herald.settings import Settings
 from herald.sinks import Sinks
@@ -100,3 +100,4 @@ async def local_herald(name: str, **overrides: Any) -> AsyncIterator[BenchHerald
             process.stop()
         sinks.stop()
         server.stop()
+        await drop_database(settings.database_url)

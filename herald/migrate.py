@@ -32,6 +32,22 @@ async def ensure_database(database_url: str) -> bool:
         await conn.close()
 
 
+async def drop_database(database_url: str) -> None:
+    """Drop the database named in the URL, disconnecting whoever still uses it."""
+    url = make_url(database_url)
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database="postgres",
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def alembic_config(database_url: str) -> Config:
     """Alembic pointed at Herald's migrations and the given database."""
     config = Config()

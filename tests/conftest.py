@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 
 from herald.devserver import TemporalDevServer, free_port
-from herald.migrate import ensure_database, upgrade
+from herald.migrate import drop_database, ensure_database, upgrade
 from herald.settings import Settings
 from herald.sinks import Sinks
-from tests.harness import Stack, Tenant, new_run_id, new_tenant, rabbitmq_vhost, test_settings
+from tests.harness import (
+    Stack,
+    Tenant,
+    new_run_id,
+    new_tenant,
+    rabbitmq_vhost,
+    test_settings,
+)
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +59,7 @@ def settings(temporal_server: TemporalDevServer, sinks: Sinks) -> Iterator[Setti
     rabbitmq_vhost(f"herald-test-{run_id}", create=True)
     yield settings
     rabbitmq_vhost(f"herald-test-{run_id}", create=False)
+    asyncio.run(drop_database(settings.database_url))
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from herald import amqp
 from herald.contracts import Channel, QueuedNotification
 from herald.db import Notification, make_engine
-from herald.migrate import ensure_database, upgrade
+from herald.migrate import drop_database, ensure_database, upgrade
 from herald.processes import ManagedProcess, herald_argv
 from herald.producer import NotificationProducer
 from herald.settings import Settings
@@ -296,3 +296,4 @@ def own_stack(
     finally:
         stack.stop()
         rabbitmq_vhost(vhost(settings), create=False)
+        asyncio.run(drop_database(settings.database_url))

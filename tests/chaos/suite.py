@@ -30,7 +30,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from herald.contracts import Channel, QueuedNotification, workflow_id_for
 from herald.db import Notification, make_engine
 from herald.devserver import TemporalDevServer, free_port
-from herald.migrate import ensure_database, upgrade
+from herald.migrate import drop_database, ensure_database, upgrade
 from herald.processes import ManagedProcess, herald_argv
 from herald.settings import Settings
 from herald.sinks import Received, Sinks
@@ -151,6 +151,8 @@ class ChaosRun:
         if self.server is not None:
             self.server.stop()
         rabbitmq_vhost(f"herald-test-{self.run_id}", create=False)
+        if self.stack is not None:
+            asyncio.run(drop_database(self.stack.settings.database_url))
 
     # --- load ------------------------------------------------------------------------
 

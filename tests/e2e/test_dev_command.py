@@ -3,6 +3,7 @@ missing."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from herald.devserver import free_port
+from herald.migrate import drop_database
 from herald.processes import herald_argv, wait_http
 from tests.harness import new_run_id
 
@@ -117,3 +119,4 @@ def test_dev_runs_everything_and_sends_an_email(tmp_path: Path) -> None:
     finally:
         dev.terminate()
         assert dev.wait(timeout=90) == 0
+        asyncio.run(drop_database(env["HERALD_DATABASE_URL"]))
