@@ -9,12 +9,11 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import aio_pika
-import asyncpg
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from herald.devserver import TemporalDevServer, port_open
-from herald.migrate import ensure_database, upgrade
+from herald.migrate import ensure_database, server_connection, upgrade
 from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv
 from herald.search import setup_cluster
 from herald.settings import Settings
@@ -32,15 +31,8 @@ async def check_services(settings: Settings) -> list[str]:
     problems = []
     url = make_url(settings.database_url)
     try:
-        conn = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database="postgres",
-            timeout=5,
-        )
-        await conn.close()
+        async with server_connection(settings.database_url, timeout=5):
+            pass
     except Exception as err:
         problems.append(
             f"PostgreSQL at {url.host}:{url.port or 5432} is unreachable ({type(err).__name__}). "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -12,8 +14,11 @@ from sqlalchemy.engine import make_url
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-async def ensure_database(database_url: str) -> bool:
-    """Create the database named in the URL if it does not exist; True if it was created."""
+@asynccontextmanager
+async def server_connection(
+    database_url: str, timeout: float = 60.0
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the server's ``postgres`` database, for work on databases themselves."""
     url = make_url(database_url)
     conn = await asyncpg.connect(
         host=url.host,
@@ -21,31 +26,29 @@ async def ensure_database(database_url: str) -> bool:
         user=url.username,
         password=url.password,
         database="postgres",
+        timeout=timeout,
     )
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
-        if exists:
-            return False
-        await conn.execute(f'CREATE DATABASE "{url.database}"')
-        return True
+        yield conn
     finally:
         await conn.close()
+
+
+async def ensure_database(database_url: str) -> bool:
+    """Create the database named in the URL if it does not exist; True if it was created."""
+    name = make_url(database_url).database
+    async with server_connection(database_url) as conn:
+        if await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            return False
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        return True
 
 
 async def drop_database(database_url: str) -> None:
     """Drop the database named in the URL, disconnecting whoever still uses it."""
-    url = make_url(database_url)
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database="postgres",
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    name = make_url(database_url).database
+    async with server_connection(database_url) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def alembic_config(database_url: str) -> Config:
