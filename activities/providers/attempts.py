@@ -5,6 +5,11 @@ activity's heartbeat details.
 Temporal counts every attempt, deferrals included; Herald's retry budget
 (``max_attempts``) counts only provider calls, so an outage shorter than the deferral
 budget never fails a notification, however many times it was deferred.
+
+Every Temporal attempt counts as a provider call unless it was recorded as one that
+made none, so only a deferral is written down (one heartbeat, on a path that called no
+provider). A send that goes straight to the provider costs no heartbeat, and an attempt
+that crashed mid-call still counts.
 """
 
 from __future__ import annotations
@@ -22,57 +27,61 @@ _current: contextvars.ContextVar[AttemptLedger | None] = contextvars.ContextVar(
 
 
 class SendProgress(BaseModel):
-    """What earlier Temporal attempts of this send did."""
+    """What earlier Temporal attempts of this send left behind."""
 
-    provider_attempts: int = 0
+    # Attempts deferred by an open breaker (the deferral budget counts these) ...
     deferrals: int = 0
+    # ... and, of all earlier attempts, those that made no provider call that counts.
+    uncounted: int = 0
 
 
 class AttemptLedger:
     """The progress of the send running in this activity task."""
 
-    def __init__(self, progress: SendProgress, *, heartbeat: bool) -> None:
+    def __init__(
+        self, progress: SendProgress, *, temporal_attempt: int = 1, heartbeat: bool = False
+    ) -> None:
         self.progress = progress
         self.spent = False
         self._heartbeat = heartbeat
+        self.provider_attempts = max(temporal_attempt - 1 - progress.uncounted, 0)
 
     @classmethod
     def resume(cls) -> AttemptLedger:
-        """The progress the previous attempt left, bound to the running activity task."""
-        progress = SendProgress()
-        heartbeat = activity.in_activity()
-        if heartbeat:
-            details = activity.info().heartbeat_details
+        """The progress the previous attempts left, bound to the running activity task."""
+        if not activity.in_activity():
+            ledger = cls(SendProgress())
+        else:
+            info = activity.info()
+            details = info.heartbeat_details
+            progress = SendProgress()
             if details and isinstance(details[0], dict):
                 progress = SendProgress.model_validate(details[0])
-        ledger = cls(progress, heartbeat=heartbeat)
+            ledger = cls(progress, temporal_attempt=info.attempt, heartbeat=True)
         _current.set(ledger)
         return ledger
 
     @property
     def attempt(self) -> int:
         """The provider attempt this is (or would be, if the provider is called)."""
-        return self.progress.provider_attempts + (0 if self.spent else 1)
+        return self.provider_attempts + 1
 
     def spend(self) -> None:
-        """Count a provider call, durably, before it is made (a crash mid-call counts)."""
-        if self.spent:
-            return
+        """Count a provider call for this attempt (nothing to save: an attempt that is not
+        deferred counts anyway, even if the worker dies mid-call)."""
         self.spent = True
-        self.progress.provider_attempts += 1
-        self._save()
 
     def refund(self) -> None:
         """Take back the provider call just counted: it was the breaker's probe, and a
         failed probe is the breaker's cost, not this send's."""
-        if self.spent:
-            self.spent = False
-            self.progress.provider_attempts -= 1
+        self.spent = False
 
     def defer(self, retry_in: float, message: str, max_deferrals: int) -> ApplicationError:
         """The error that tells Temporal to come back in ``retry_in`` seconds, or, once the
         deferral budget is used up, that the provider stayed unavailable for too long."""
         self.progress.deferrals += 1
+        if not self.spent:
+            self.progress.uncounted += 1
         self._save()
         exhausted = self.progress.deferrals > max_deferrals
         return ApplicationError(
@@ -80,7 +89,7 @@ class AttemptLedger:
             if exhausted
             else f"{message}; trying again in {retry_in:.1f}s",
             {
-                "attempt": self.progress.provider_attempts,
+                "attempt": self.provider_attempts + (1 if self.spent else 0),
                 "deferrals": self.progress.deferrals,
                 "retry_in": retry_in,
             },
