@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         FailedNotification,
         NotificationInput,
         NotificationState,
+        Recipient,
         RecipientLookup,
         RenderedMessage,
         RenderRequest,
@@ -115,9 +116,16 @@ class NotificationWorkflow:
     async def _cycle_run(self, request: NotificationInput) -> NotificationState:
         self._request = request
         self._cycle = request.cycle
-        await self._step(StatusActivities.record_accepted, AcceptedRecord(notification=request))
-
-        if request.send_at is not None and request.send_at > workflow.now():
+        accepted = AcceptedRecord(notification=request)
+        first: Recipient | None = None
+        if request.send_at is None or request.send_at <= workflow.now():
+            # Nothing to wait for: log accepted and look the recipient up at the same time.
+            _, first = await asyncio.gather(
+                self._step(StatusActivities.record_accepted, accepted),
+                self._recipient(request, request.channel),
+            )
+        else:
+            await self._step(StatusActivities.record_accepted, accepted)
             await self._transition(
                 Status.scheduled, detail=f"waiting until {request.send_at.isoformat()}"
             )
@@ -132,19 +140,31 @@ class NotificationWorkflow:
             if self._cancel is not None:
                 return await self._cancelled()
             self._leg, self._channel = leg, channel
-            state = await self._reach(request, channel, last=leg == len(channels) - 1)
+            recipient = first if leg == 0 else None
+            state = await self._reach(request, channel, recipient, last=leg == len(channels) - 1)
             if state is not None:
                 return state
         raise AssertionError("the last channel always ends the cycle")  # pragma: no cover
 
-    async def _reach(
-        self, request: NotificationInput, channel: Channel, *, last: bool
-    ) -> NotificationState | None:
-        """Try to reach the user on ``channel``; None means: fall back to the next one."""
-        recipient = await self._step(
+    async def _recipient(self, request: NotificationInput, channel: Channel) -> Recipient:
+        recipient: Recipient = await self._step(
             RecipientActivities.load_recipient,
             RecipientLookup(tenant_id=request.tenant_id, user_id=request.user_id, channel=channel),
         )
+        return recipient
+
+    async def _reach(
+        self,
+        request: NotificationInput,
+        channel: Channel,
+        recipient: Recipient | None,
+        *,
+        last: bool,
+    ) -> NotificationState | None:
+        """Try to reach the user on ``channel`` (``recipient``: already looked up there);
+        None means: fall back to the next one."""
+        if recipient is None:
+            recipient = await self._recipient(request, channel)
         if recipient.suppressed_reason is not None or recipient.address is None:
             reason = recipient.suppressed_reason or f"no {channel.value} address"
             if last:
