@@ -105,22 +105,39 @@ async def find_notification(engine: AsyncEngine, notification_id: uuid.UUID) -> 
         return found.mappings().first()
 
 
+# Templates are never deleted: once a tenant's template has a version for a channel, it
+# always will. Those seen are remembered per process, so a submission asks PostgreSQL
+# only about templates it has not seen yet.
+_known_templates: set[tuple[uuid.UUID, str, str]] = set()
+_KNOWN_TEMPLATES_MAX = 100_000
+
+
 async def missing_templates(
     engine: AsyncEngine, tenant_id: uuid.UUID, request: NotificationRequest
 ) -> list[Channel]:
     """The request's channels (fallbacks included) the template has no version for."""
+    unknown = [
+        channel.value
+        for channel in request.channels
+        if (tenant_id, request.template, channel.value) not in _known_templates
+    ]
+    if not unknown:
+        return []
     async with engine.connect() as conn:
         found = await conn.execute(
             select(Template.channel)
             .where(
                 Template.tenant_id == tenant_id,
                 Template.key == request.template,
-                Template.channel.in_([channel.value for channel in request.channels]),
+                Template.channel.in_(unknown),
             )
             .distinct()
         )
         have = {row.channel for row in found}
-    return [channel for channel in request.channels if channel.value not in have]
+    if len(_known_templates) >= _KNOWN_TEMPLATES_MAX:
+        _known_templates.clear()
+    _known_templates.update((tenant_id, request.template, channel) for channel in have)
+    return [channel for channel in request.channels if channel.value in set(unknown) - have]
 
 
 async def template_exists(
