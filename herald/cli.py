@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+import uvloop
 from rich.console import Console
 
 from herald.contracts import Channel
@@ -80,7 +81,7 @@ def worker(
         raise typer.Exit(2)
     settings = get_settings()
     configure_logging(settings.log_level, component=f"worker-{queue}")
-    asyncio.run(run_worker(settings, queue, concurrency))
+    uvloop.run(run_worker(settings, queue, concurrency))
 
 
 @app.command()
@@ -259,7 +260,7 @@ def bridge() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, component="bridge")
-    asyncio.run(run_bridge(settings))
+    uvloop.run(run_bridge(settings))
 
 
 @rabbitmq_app.command("setup")
