@@ -129,9 +129,11 @@ async def main() -> None:
         # After the rate run, which counts every row and message as its own.
         histories = await sample_histories(bench.settings, bench.sinks)
 
-    names = {"api": "api", "core": "worker-core", "email": "worker-email"}
-    names["temporal"] = "temporal-dev-server"
-    per_notification = {names[key.removeprefix("herald.")]: ms / 1000 for key, ms in cpu_ms.items()}
+    names = {"core": "worker-core", "email": "worker-email", "temporal": "temporal-dev-server"}
+    per_notification = {
+        names.get(name, name): ms / 1000
+        for name, ms in ((key.removeprefix("herald."), ms) for key, ms in cpu_ms.items())
+    }
     print(
         json.dumps(
             {

@@ -22,7 +22,13 @@ import httpx
 from sqlalchemy import func, select
 
 from benchmarks.bare import BareWorkflow
-from benchmarks.environment import cpu_seconds, local_herald, pid_of
+from benchmarks.environment import (
+    cpu_seconds,
+    local_herald,
+    machine_cpu_seconds,
+    pid_of,
+    postgres_cpu_seconds,
+)
 from herald.db import Notification, make_engine
 from herald.devserver import TemporalDevServer
 from herald.processes import ManagedProcess
@@ -57,6 +63,7 @@ async def bare_rate(
             BareWorkflow.run, "warm-up", id=f"bare-warm-{queue}", task_queue=queue
         )
         server_cpu, worker_cpu = cpu_seconds(pid_of(server)), cpu_seconds(pid_of(worker))
+        machine_cpu = machine_cpu_seconds()
         started = time.perf_counter()
         await _bounded(
             count,
@@ -68,6 +75,7 @@ async def bare_rate(
         rate = count / (time.perf_counter() - started)
         cpu_ms["bare.temporal"] = (cpu_seconds(pid_of(server)) - server_cpu) * 1000 / count
         cpu_ms["bare.worker"] = (cpu_seconds(pid_of(worker)) - worker_cpu) * 1000 / count
+        cpu_ms["bare.machine"] = (machine_cpu_seconds() - machine_cpu) * 1000 / count
         return rate
     finally:
         worker.stop()
@@ -124,6 +132,8 @@ async def herald_rate(
             ids.append(response.json()["id"])
 
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        machine_cpu, postgres_cpu = machine_cpu_seconds(), postgres_cpu_seconds()
+        own_cpu = time.process_time()  # the client and the sinks
         started = time.perf_counter()
         await _bounded(count, concurrency, submit)
         accepted = time.perf_counter() - started
@@ -137,6 +147,9 @@ async def herald_rate(
         elapsed = time.perf_counter() - started
         for name, pid in pids.items():
             cpu_ms[f"herald.{name}"] = (cpu_seconds(pid) - before[name]) * 1000 / count
+        cpu_ms["herald.postgres"] = (postgres_cpu_seconds() - postgres_cpu) * 1000 / count
+        cpu_ms["herald.client_and_sinks"] = (time.process_time() - own_cpu) * 1000 / count
+        cpu_ms["herald.machine"] = (machine_cpu_seconds() - machine_cpu) * 1000 / count
     await engine.dispose()
     delivered = len({m.message_id for m in sinks.state.received("email")}) - 1
     assert delivered == count, f"{delivered} of {count} emails reached the SMTP server"
