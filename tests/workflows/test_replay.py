@@ -22,6 +22,7 @@ from tests.harness import Tenant, wait_for_status
 from workflows.notification import NotificationWorkflow
 
 CLOSED = 'WorkflowType="NotificationWorkflow" AND ExecutionStatus!="Running"'
+LATER = "2099-01-01T00:00:00Z"
 
 
 async def _one_of_each_path(tenant: Tenant, sinks: Sinks) -> list[str]:
@@ -36,7 +37,7 @@ async def _one_of_each_path(tenant: Tenant, sinks: Sinks) -> list[str]:
         await tenant.send("sms", user["id"], sms, {"name": "Ada"}),
         await tenant.send("email", opted_out["id"], email, {"name": "Bo"}),
         await tenant.send("email", user["id"], email, {}),
-        await tenant.send("email", user["id"], email, {"name": "Cy"}, send_at="2099-01-01T00:00:00Z"),
+        await tenant.send("email", user["id"], email, {"name": "Cy"}, send_at=LATER),
     ]
     outcomes = ["sent", "sent", "suppressed", "failed"]
     for nid, outcome in zip(ids, outcomes, strict=False):
