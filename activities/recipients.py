@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from herald.contracts import Channel, Recipient, RecipientLookup
-from herald.db import Device, User
+from herald.db import Device, User, single_statements
 
 
 class RecipientActivities:
@@ -19,7 +19,7 @@ class RecipientActivities:
     @activity.defn(name="load_recipient")
     async def load_recipient(self, lookup: RecipientLookup) -> Recipient:
         """Find the address for the channel; unknown, opted out or unreachable → suppressed."""
-        async with self._engine.connect() as conn:
+        async with single_statements(self._engine) as conn:
             user = (
                 await conn.execute(
                     select(User.email, User.phone, User.locale, User.preferences).where(

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.sandbox import render_source
 from herald.contracts import Channel, RenderedMessage, RenderRequest
-from herald.db import Template
+from herald.db import Template, single_statements
 
 DEFAULT_LOCALE = "en"
 __all__ = ["TemplateActivities", "pick_locale", "render_source"]
@@ -56,7 +56,7 @@ class TemplateActivities:
         )
         if request.version is not None:
             query = query.where(Template.version == request.version)
-        async with self._engine.connect() as conn:
+        async with single_statements(self._engine) as conn:
             candidates = {row["locale"]: row for row in (await conn.execute(query)).mappings()}
         locale = pick_locale(list(candidates), request.locale)
         return None if locale is None else candidates[locale]

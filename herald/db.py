@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +21,12 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from herald.settings import Settings
@@ -184,6 +191,16 @@ def make_engine(
         max_overflow=pool_size or settings.database_pool_size,
         pool_pre_ping=pre_ping,
     )
+
+
+@asynccontextmanager
+async def single_statements(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection with no transaction around its statements, for work where each
+    statement is whole on its own (a read, a keyed write in one statement): it saves the
+    BEGIN and COMMIT round trips on the hot path."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herald.contracts import NotificationInput, Status, StatusEvent
-from herald.db import Notification
+from herald.db import Notification, single_statements
 
 _RECORD_EVENT = text(
     """
@@ -61,8 +61,9 @@ def _event_params(event: StatusEvent) -> dict[str, Any]:
 
 
 async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
-    """Append ``event`` once and move the notification's current status forward."""
-    async with engine.begin() as conn:
+    """Append ``event`` once and move the notification's current status forward (one
+    statement, so it needs no transaction of its own)."""
+    async with single_statements(engine) as conn:
         await conn.execute(_RECORD_EVENT, _event_params(event))
 
 
