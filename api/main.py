@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from prometheus_client import Counter, Histogram
-from starlette.middleware.base import RequestResponseEndpoint
+from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import health, notifications, templates, users
 from api.services.notifications import Backends
@@ -21,16 +17,6 @@ from herald.logs import configure_logging
 from herald.settings import Settings, get_settings
 from herald.temporal import connect
 from herald.tenants import ApiKeyCache
-
-REQUESTS = Counter(
-    "herald_api_requests_total", "API requests answered", ["method", "route", "status"]
-)
-LATENCY = Histogram(
-    "herald_api_request_seconds", "API request latency", ["method", "route", "status"]
-)
-log = logging.getLogger("api.access")
-# Probes and scrapes would drown the access log.
-_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -58,27 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (users.router, templates.router, notifications.router, health.router):
         app.include_router(router)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        elapsed = time.perf_counter() - started
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        status = str(response.status_code)
-        LATENCY.labels(request.method, route, status).observe(elapsed)
-        REQUESTS.labels(request.method, route, status).inc()
-        if route not in _QUIET_ROUTES:
-            log.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "route": route,
-                    "status": response.status_code,
-                    "duration_ms": round(elapsed * 1000, 1),
-                },
-            )
-        return response
-
+    app.add_middleware(AccessMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

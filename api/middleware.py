@@ -1,14 +1,28 @@
-"""ASGI middleware: request ids and a hard bound on request body size."""
+"""ASGI middleware: request ids, a hard bound on request body size, and per-route
+metrics with one access log line per request."""
 
 from __future__ import annotations
 
 import contextvars
 import json
+import logging
+import time
 import uuid
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herald.logs import log_context
+
+REQUESTS = Counter(
+    "herald_api_requests_total", "API requests answered", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "herald_api_request_seconds", "API request latency", ["method", "route", "status"]
+)
+access_log = logging.getLogger("api.access")
+# Probes and scrapes would drown the access log.
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
@@ -41,6 +55,44 @@ class RequestIdMiddleware:
                 await self.app(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+class AccessMiddleware:
+    """Counts and times every request by method, route template and status, and logs it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, send_noting_status)
+        elapsed = time.perf_counter() - started
+        # The router has put the matched route into the scope by now.
+        route = getattr(scope.get("route"), "path", "unmatched")
+        method = scope["method"]
+        LATENCY.labels(method, route, str(status)).observe(elapsed)
+        REQUESTS.labels(method, route, str(status)).inc()
+        if route not in _QUIET_ROUTES:
+            access_log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 1),
+                },
+            )
 
 
 class BodyLimitMiddleware:
