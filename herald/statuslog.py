@@ -8,22 +8,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herald.contracts import NotificationInput, Status, StatusEvent
-from herald.db import Notification, single_statements
+from herald.db import single_statements
 
-_RECORD_EVENT = text(
-    """
-    WITH ev AS (
+# Append the event once (its key makes a retried write a no-op) ...
+_APPEND_EVENT = """
+    ev AS (
         INSERT INTO notification_events
             (notification_id, event_key, status, cycle, attempt, provider, detail, at)
         VALUES (:nid, :key, :status, :cycle, :attempt, :provider, :detail, :at)
         ON CONFLICT (notification_id, event_key) DO NOTHING
         RETURNING id
     )
+"""
+# ... and move the notification's current status only if the event is new.
+_MOVE_STATUS = """
     UPDATE notifications SET
         status = :status,
         cycle = GREATEST(cycle, :cycle),
@@ -39,8 +42,26 @@ _RECORD_EVENT = text(
       -- a cycle that has ended stays ended: only a newer cycle moves the status again
       AND (cycle < :cycle
            OR status NOT IN ('sent', 'delivered', 'failed', 'cancelled', 'suppressed'))
+"""
+_RECORD_EVENT = text(f"WITH {_APPEND_EVENT} {_MOVE_STATUS}")
+# The row of a new notification, then its accepted event, in one statement. The row is
+# inserted already in its accepted state; for a later cycle it exists, and the update
+# moves it (the statement's own insert is invisible to its update, which is fine: a new
+# row needs no moving).
+_RECORD_ACCEPTED = text(
+    f"""
+    WITH fresh AS (
+        INSERT INTO notifications
+            (id, tenant_id, channel, user_id, template, template_version, locale, data,
+             send_at, status, cycle, attempts, idempotency_key, request_hash, fallback,
+             created_at, updated_at)
+        VALUES (:nid, :tenant_id, :channel, :user_id, :template, :pinned_version, :locale,
+                :data, :send_at, :status, :cycle, 0, :idempotency_key, :request_hash,
+                :fallback, :at, :at)
+        ON CONFLICT DO NOTHING
+    ), {_APPEND_EVENT} {_MOVE_STATUS}
     """
-)
+).bindparams(bindparam("data", type_=JSONB), bindparam("fallback", type_=JSONB))
 
 
 def _event_params(event: StatusEvent) -> dict[str, Any]:
@@ -73,25 +94,6 @@ async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> No
     The API calls this right after the workflow start and the workflow calls it as its
     first step, so a crash between the two never leaves a notification without a row.
     """
-    row = {
-        "id": request.notification_id,
-        "tenant_id": request.tenant_id,
-        "channel": request.channel.value,
-        "user_id": request.user_id,
-        "template": request.template,
-        "template_version": request.template_version,
-        "locale": request.locale,
-        "data": request.data,
-        "send_at": request.send_at,
-        "status": Status.accepted.value,
-        "cycle": request.cycle,
-        "attempts": 0,
-        "idempotency_key": request.idempotency_key,
-        "request_hash": request.request_hash,
-        "fallback": [channel.value for channel in request.fallback] or None,
-        "created_at": request.created_at,
-        "updated_at": request.created_at,
-    }
     accepted = StatusEvent(
         notification_id=request.notification_id,
         status=Status.accepted,
@@ -99,6 +101,18 @@ async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> No
         at=request.created_at,
         detail="resend requested" if request.cycle > 1 else None,
     )
-    async with engine.begin() as conn:  # one round trip of a transaction, not two
-        await conn.execute(insert(Notification).values(row).on_conflict_do_nothing())
-        await conn.execute(_RECORD_EVENT, _event_params(accepted))
+    row = {
+        "tenant_id": request.tenant_id,
+        "channel": request.channel.value,
+        "user_id": request.user_id,
+        "template": request.template,
+        "pinned_version": request.template_version,
+        "locale": request.locale,
+        "data": request.data,
+        "send_at": request.send_at,
+        "idempotency_key": request.idempotency_key,
+        "request_hash": request.request_hash,
+        "fallback": [channel.value for channel in request.fallback] or None,
+    }
+    async with single_statements(engine) as conn:
+        await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)
