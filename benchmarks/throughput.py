@@ -5,9 +5,8 @@ server, next to a bare two-no-op-activity workflow on the same Temporal dev serv
 
 Prints one JSON object. All runs share the machine, the server and the process layout
 (workers in their own processes), so their ratio is the number to watch. The baseline is
-measured twice: started in one burst and drained, as Herald's notifications are (the
-ratio to this one compares like with like), and in a closed loop with at most
-``--concurrency`` workflows open, where the server keeps no backlog.
+measured twice, started in one burst and drained (as Herald's notifications are) and in
+a closed loop with at most ``--concurrency`` workflows open; the ratio is to the faster.
 """
 
 from __future__ import annotations
@@ -200,12 +199,13 @@ async def main() -> None:
                 "concurrency": args.concurrency,
                 "herald_per_minute": round(herald["per_second"] * 60),
                 "herald_accept_per_minute": round(herald["accept_per_second"] * 60),
-                # Started as Herald's notifications are: all at once, then drained.
-                "bare_workflows_per_minute": round(bare[True] * 60),
-                "ratio_to_bare": round(herald["per_second"] / bare[True], 3),
-                # At most ``concurrency`` open at a time: no backlog on the server.
+                # The baseline is the faster of its two runs: started in one burst and
+                # drained (as Herald's notifications are), or in a closed loop with at most
+                # ``concurrency`` open (no backlog on the server).
+                "bare_workflows_per_minute": round(max(bare.values()) * 60),
+                "ratio_to_bare": round(herald["per_second"] / max(bare.values()), 3),
+                "bare_burst_per_minute": round(bare[True] * 60),
                 "bare_closed_loop_per_minute": round(bare[False] * 60),
-                "ratio_to_bare_closed_loop": round(herald["per_second"] / bare[False], 3),
                 "cpu_ms_per_item": {name: round(ms, 1) for name, ms in cpu_ms.items()},
             }
         )
