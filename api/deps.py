@@ -17,17 +17,23 @@ from herald.tenants import ApiKeyCache, TenantContext, hash_key
 _bearer = HTTPBearer(auto_error=False, description="An API key from `herald apikey create`")
 
 
-def _backends(request: Request) -> Backends:
+# Dependencies are ``async def`` even where they do not await: FastAPI runs a plain
+# ``def`` dependency in a worker thread, a thread hop per request for an attribute read.
+def _backends_of(request: Request) -> Backends:
     backends: Backends = request.app.state.backends
     return backends
 
 
-def _engine(request: Request) -> AsyncEngine:
-    return _backends(request).engine
+async def _backends(request: Request) -> Backends:
+    return _backends_of(request)
 
 
-def _settings(request: Request) -> Settings:
-    return _backends(request).settings
+async def _engine(request: Request) -> AsyncEngine:
+    return _backends_of(request).engine
+
+
+async def _settings(request: Request) -> Settings:
+    return _backends_of(request).settings
 
 
 async def _tenant(
@@ -54,7 +60,8 @@ async def _within_rate_limit(request: Request, key: str, tenant: TenantContext) 
     limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:
         return
-    per_minute = tenant.rate_limit_per_minute or _settings(request).rate_limit_per_minute
+    default = _backends_of(request).settings.rate_limit_per_minute
+    per_minute = tenant.rate_limit_per_minute or default
     wait = await limiter.retry_after(hash_key(key), per_minute)
     if wait is not None:
         raise ApiError(
