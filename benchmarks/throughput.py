@@ -182,15 +182,19 @@ async def main() -> None:
 
     cpu_ms: dict[str, float] = {}
     async with local_herald("bench") as bench:
+        # The baseline runs before and after Herald, so neither side alone meets the
+        # server's history and visibility tables at their largest.
         bare = {
-            burst: await bare_rate(
-                bench.server, args.count, args.concurrency, bench.work, cpu_ms, burst=burst
+            True: await bare_rate(
+                bench.server, args.count, args.concurrency, bench.work, cpu_ms, burst=True
             )
-            for burst in (True, False)
         }
         await bench.start("api", "core", "email")
         herald = await herald_rate(
             bench.settings, args.count, args.concurrency, bench.sinks, bench.pids(), cpu_ms
+        )
+        bare[False] = await bare_rate(
+            bench.server, args.count, args.concurrency, bench.work, cpu_ms, burst=False
         )
     print(
         json.dumps(
