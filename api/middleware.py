@@ -29,9 +29,8 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-class RequestIdMiddleware:
-    """Takes ``X-Request-ID`` (or makes one), exposes it to handlers and log lines, and
-    echoes it back."""
+class _HttpMiddleware:
+    """Sees HTTP requests (``handle``); passes lifespan and other scopes straight on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,6 +39,17 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(_HttpMiddleware):
+    """Takes ``X-Request-ID`` (or makes one), exposes it to handlers and log lines, and
+    echoes it back."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given[:128] if given and given.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
@@ -57,16 +67,10 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-class AccessMiddleware:
+class AccessMiddleware(_HttpMiddleware):
     """Counts and times every request by method, route template and status, and logs it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 
@@ -95,7 +99,7 @@ class AccessMiddleware:
             )
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(_HttpMiddleware):
     """Answers 413 for a body over ``max_bytes``, declared or streamed, before any parsing.
 
     The body is read here (it is small by definition) and replayed to the app, so the
@@ -103,7 +107,7 @@ class BodyLimitMiddleware:
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
     async def _reject(self, send: Send) -> None:
@@ -119,10 +123,7 @@ class BodyLimitMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(send)
