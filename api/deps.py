@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.errors import ApiError
 from api.ratelimit import RateLimiter, retry_after_header
 from api.services.notifications import Backends
-from herald.settings import Settings
 from herald.tenants import ApiKeyCache, TenantContext, hash_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `herald apikey create`")
@@ -30,10 +29,6 @@ async def _backends(request: Request) -> Backends:
 
 async def _engine(request: Request) -> AsyncEngine:
     return _backends_of(request).engine
-
-
-async def _settings(request: Request) -> Settings:
-    return _backends_of(request).settings
 
 
 async def _tenant(
@@ -74,5 +69,4 @@ async def _within_rate_limit(request: Request, key: str, tenant: TenantContext) 
 
 BackendsDep = Annotated[Backends, Depends(_backends)]
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 TenantDep = Annotated[TenantContext, Depends(_tenant)]

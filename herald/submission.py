@@ -137,7 +137,8 @@ async def missing_templates(
     if len(_known_templates) >= _KNOWN_TEMPLATES_MAX:
         _known_templates.clear()
     _known_templates.update((tenant_id, request.template, channel) for channel in have)
-    return [channel for channel in request.channels if channel.value in set(unknown) - have]
+    absent = set(unknown) - have
+    return [channel for channel in request.channels if channel.value in absent]
 
 
 async def template_exists(
