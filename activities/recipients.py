@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
+from herald import statuslog
 from herald.contracts import Channel, Recipient, RecipientLookup
 from herald.db import Device, User, single_statements
 
@@ -18,8 +19,14 @@ class RecipientActivities:
 
     @activity.defn(name="load_recipient")
     async def load_recipient(self, lookup: RecipientLookup) -> Recipient:
-        """Find the address for the channel; unknown, opted out or unreachable → suppressed."""
+        """Find the address for the channel; unknown, opted out or unreachable → suppressed.
+
+        With ``lookup.accepted``, first make sure the notification is logged as accepted
+        (the workflow's first step: one local activity and one connection, not two).
+        """
         async with single_statements(self._engine) as conn:
+            if lookup.accepted is not None:
+                await statuslog.write_accepted(conn, lookup.accepted)
             user = (
                 await conn.execute(
                     select(User.email, User.phone, User.locale, User.preferences).where(

@@ -201,6 +201,9 @@ class RecipientLookup(BaseModel):
     tenant_id: uuid.UUID
     user_id: str
     channel: Channel
+    # The first lookup of a cycle that sends at once also makes sure the notification's
+    # row and ``accepted`` event exist (the same write as ``record_accepted``).
+    accepted: NotificationInput | None = None
 
 
 class Recipient(BaseModel):

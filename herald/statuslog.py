@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from herald.contracts import NotificationInput, Status, StatusEvent
 from herald.db import single_statements
@@ -91,9 +91,16 @@ async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
 async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> None:
     """Create the notification row if it is not there yet, then log ``accepted``.
 
-    The API calls this right after the workflow start and the workflow calls it as its
-    first step, so a crash between the two never leaves a notification without a row.
+    The API calls this right after the workflow start and the workflow makes the same
+    write in its first step, so a crash between the two never leaves a notification
+    without a row.
     """
+    async with single_statements(engine) as conn:
+        await write_accepted(conn, request)
+
+
+async def write_accepted(conn: AsyncConnection, request: NotificationInput) -> None:
+    """``record_accepted`` on a connection the caller holds (one statement)."""
     accepted = StatusEvent(
         notification_id=request.notification_id,
         status=Status.accepted,
@@ -114,5 +121,4 @@ async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> No
         "request_hash": request.request_hash,
         "fallback": [channel.value for channel in request.fallback] or None,
     }
-    async with single_statements(engine) as conn:
-        await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)
+    await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)

@@ -116,16 +116,12 @@ class NotificationWorkflow:
     async def _cycle_run(self, request: NotificationInput) -> NotificationState:
         self._request = request
         self._cycle = request.cycle
-        accepted = AcceptedRecord(notification=request)
         first: Recipient | None = None
         if request.send_at is None or request.send_at <= workflow.now():
-            # Nothing to wait for: log accepted and look the recipient up at the same time.
-            _, first = await asyncio.gather(
-                self._step(StatusActivities.record_accepted, accepted),
-                self._recipient(request, request.channel),
-            )
+            # Nothing to wait for: the recipient lookup also logs accepted (one step).
+            first = await self._recipient(request, request.channel, accepted=True)
         else:
-            await self._step(StatusActivities.record_accepted, accepted)
+            await self._step(StatusActivities.record_accepted, AcceptedRecord(notification=request))
             await self._transition(
                 Status.scheduled, detail=f"waiting until {request.send_at.isoformat()}"
             )
@@ -146,10 +142,17 @@ class NotificationWorkflow:
                 return state
         raise AssertionError("the last channel always ends the cycle")  # pragma: no cover
 
-    async def _recipient(self, request: NotificationInput, channel: Channel) -> Recipient:
+    async def _recipient(
+        self, request: NotificationInput, channel: Channel, *, accepted: bool = False
+    ) -> Recipient:
         recipient: Recipient = await self._step(
             RecipientActivities.load_recipient,
-            RecipientLookup(tenant_id=request.tenant_id, user_id=request.user_id, channel=channel),
+            RecipientLookup(
+                tenant_id=request.tenant_id,
+                user_id=request.user_id,
+                channel=channel,
+                accepted=request if accepted else None,
+            ),
         )
         return recipient
 

@@ -4,8 +4,16 @@ Temporal and provider sinks: retries, permanent failures, suppression, cancel, r
 from __future__ import annotations
 
 import asyncio
+import uuid
 
+from sqlalchemy import select
+
+from herald import db, submission
+from herald.contracts import Channel, NotificationRequest
+from herald.db import make_engine
+from herald.settings import Settings
 from herald.sinks import Rule, Sinks
+from herald.temporal import connect
 from tests.harness import Tenant, events, wait_for_status
 
 
@@ -177,3 +185,38 @@ async def test_resend_of_an_unfinished_notification_is_a_conflict(tenant: Tenant
     assert response.status_code == 409
     assert "still scheduled" in response.json()["detail"]
     await tenant.client.post(f"/v1/notifications/{nid}/cancel")
+
+
+async def test_workflow_logs_accepted_when_the_api_crashed_before_writing_it(
+    tenant: Tenant, sinks: Sinks, settings: Settings
+) -> None:
+    """The API starts the workflow, then writes the row; a crash between the two leaves
+    only the workflow, whose first step writes the row and ``accepted`` itself."""
+    user = await tenant.user()
+    key = await tenant.template("email", "<p>Hi {{ name }}</p>")
+    engine = make_engine(settings, pool_size=1)
+    client = await connect(settings)
+    try:
+        async with engine.connect() as conn:
+            tenant_id = (
+                await conn.execute(select(db.Tenant.id).where(db.Tenant.name == tenant.name))
+            ).scalar_one()
+        notification = submission.build_input(
+            settings,
+            notification_id=uuid.uuid4(),
+            tenant_id=tenant_id,
+            tenant=tenant.name,
+            request=NotificationRequest(
+                channel=Channel.email, user_id=user["id"], template=key, data={"name": "Ada"}
+            ),
+        )
+        # What the API does up to the crash: the durable start, not the write.
+        assert await submission.start_notification(client, settings, notification)
+    finally:
+        await engine.dispose()
+
+    nid = str(notification.notification_id)
+    final = await wait_for_status(tenant.client, nid)
+    assert final["status"] == "sent"
+    assert statuses(await events(tenant.client, nid)) == ["accepted", "sending", "sent"]
+    assert len(sinks.state.received("email", to=user["email"])) == 1
