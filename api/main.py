@@ -14,6 +14,7 @@ from api.routes import health, notifications, templates, users
 from api.services.notifications import Backends
 from herald.db import make_engine
 from herald.logs import configure_logging
+from herald.runtime import tune_gc
 from herald.settings import Settings, get_settings
 from herald.temporal import connect
 from herald.tenants import ApiKeyCache
@@ -54,4 +55,6 @@ def app() -> FastAPI:
     """Factory for ``uvicorn --factory api.main:app``."""
     settings = get_settings()
     configure_logging(settings.log_level, component="api")
-    return create_app(settings)
+    application = create_app(settings)
+    tune_gc()
+    return application

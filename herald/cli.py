@@ -13,6 +13,7 @@ import uvloop
 from rich.console import Console
 
 from herald.contracts import Channel
+from herald.runtime import tune_gc
 from herald.settings import get_settings
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def worker(
         raise typer.Exit(2)
     settings = get_settings()
     configure_logging(settings.log_level, component=f"worker-{queue}")
+    tune_gc()
     uvloop.run(run_worker(settings, queue, concurrency))
 
 
@@ -260,6 +262,7 @@ def bridge() -> None:
 
     settings = get_settings()
     configure_logging(settings.log_level, component="bridge")
+    tune_gc()
     uvloop.run(run_bridge(settings))
 
 
