@@ -113,21 +113,22 @@ async def herald_rate(
     key = await create_api_key(engine, f"bench-{uuid.uuid4().hex[:6]}")
     # One single-connection client per caller: httpx's pool scans every connection on
     # each request, which at 32 connections costs the load generator more than the API.
-    callers: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
     async with contextlib.AsyncExitStack() as stack:
-        for _ in range(concurrency):
-            callers.put_nowait(
-                await stack.enter_async_context(
-                    httpx.AsyncClient(
-                        base_url=f"http://127.0.0.1:{settings.api_port}",
-                        headers={"Authorization": f"Bearer {key}"},
-                        timeout=60,
-                        limits=httpx.Limits(max_connections=1),
-                    )
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{settings.api_port}",
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=60,
+                    limits=httpx.Limits(max_connections=1),
                 )
             )
-        api = callers.get_nowait()
-        callers.put_nowait(api)
+            for _ in range(concurrency)
+        ]
+        callers: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        for client in clients:
+            callers.put_nowait(client)
+        api = clients[0]
         assert (
             await api.post("/v1/users", json={"id": "bench", "email": "bench@example.com"})
         ).status_code == 201
