@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from herald import statuslog
 from herald.contracts import Channel, Recipient, RecipientLookup
 from herald.db import Device, User, single_statements
+
+# Built once: the lookup runs them for every notification.
+_USER = select(User.email, User.phone, User.locale, User.preferences).where(
+    User.tenant_id == bindparam("tenant_id"), User.id == bindparam("user_id")
+)
+_NEWEST_DEVICE = (
+    select(Device.token)
+    .where(Device.tenant_id == bindparam("tenant_id"), Device.user_id == bindparam("user_id"))
+    .order_by(Device.id.desc())
+    .limit(1)
+)
 
 
 class RecipientActivities:
@@ -27,13 +38,8 @@ class RecipientActivities:
         async with single_statements(self._engine) as conn:
             if lookup.accepted is not None:
                 await statuslog.write_accepted(conn, lookup.accepted)
-            user = (
-                await conn.execute(
-                    select(User.email, User.phone, User.locale, User.preferences).where(
-                        User.tenant_id == lookup.tenant_id, User.id == lookup.user_id
-                    )
-                )
-            ).first()
+            who = {"tenant_id": lookup.tenant_id, "user_id": lookup.user_id}
+            user = (await conn.execute(_USER, who)).first()
             if user is None:
                 return Recipient(suppressed_reason=f"unknown user {lookup.user_id!r}")
             if not (user.preferences or {}).get(lookup.channel.value, True):
@@ -44,16 +50,7 @@ class RecipientActivities:
             elif lookup.channel is Channel.sms:
                 address, missing = user.phone, "user has no phone number"
             else:
-                address = (
-                    await conn.execute(
-                        select(Device.token)
-                        .where(
-                            Device.tenant_id == lookup.tenant_id, Device.user_id == lookup.user_id
-                        )
-                        .order_by(Device.id.desc())
-                        .limit(1)
-                    )
-                ).scalar()
+                address = (await conn.execute(_NEWEST_DEVICE, who)).scalar()
                 missing = "user has no push device"
         if not address:
             return Recipient(suppressed_reason=missing)

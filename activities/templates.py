@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
-from sqlalchemy import RowMapping, select
+from sqlalchemy import RowMapping, Select, bindparam, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -36,6 +37,25 @@ def pick_locale(available: list[str], wanted: str | None) -> str | None:
     return sorted(available)[0] if available else None
 
 
+def _versions(*, pinned: bool) -> Select[str, int, str | None, str]:
+    """The newest (or the pinned) version of a template in each of its locales."""
+    query = (
+        select(Template.locale, Template.version, Template.subject, Template.body)
+        .where(
+            Template.tenant_id == bindparam("tenant_id"),
+            Template.key == bindparam("key"),
+            Template.channel == bindparam("channel"),
+        )
+        .ext(distinct_on(Template.locale))
+        .order_by(Template.locale, Template.version.desc())
+    )
+    return query.where(Template.version == bindparam("version")) if pinned else query
+
+
+# Built once: the render step runs them for every notification.
+_LATEST, _PINNED = _versions(pinned=False), _versions(pinned=True)
+
+
 class TemplateActivities:
     """Built once per core worker around the process's engine."""
 
@@ -44,20 +64,17 @@ class TemplateActivities:
 
     async def _load(self, request: RenderRequest) -> RowMapping | None:
         """The latest (or the pinned) version in the best locale, in one query."""
-        query = (
-            select(Template.locale, Template.version, Template.subject, Template.body)
-            .where(
-                Template.tenant_id == request.tenant_id,
-                Template.key == request.template,
-                Template.channel == request.channel.value,
-            )
-            .distinct(Template.locale)
-            .order_by(Template.locale, Template.version.desc())
-        )
+        params = {
+            "tenant_id": request.tenant_id,
+            "key": request.template,
+            "channel": request.channel.value,
+        }
+        query = _LATEST
         if request.version is not None:
-            query = query.where(Template.version == request.version)
+            query, params["version"] = _PINNED, request.version
         async with single_statements(self._engine) as conn:
-            candidates = {row["locale"]: row for row in (await conn.execute(query)).mappings()}
+            rows = (await conn.execute(query, params)).mappings()
+            candidates = {row["locale"]: row for row in rows}
         locale = pick_locale(list(candidates), request.locale)
         return None if locale is None else candidates[locale]
 

@@ -7,6 +7,7 @@ import uuid
 from jinja2 import TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 from sqlalchemy import RowMapping, func, insert, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -91,7 +92,7 @@ async def get_versions(
     if version is not None:
         query = query.where(Template.version == version)
     else:
-        query = query.distinct(Template.channel, Template.locale).order_by(
+        query = query.ext(distinct_on(Template.channel, Template.locale)).order_by(
             Template.channel, Template.locale, Template.version.desc()
         )
     async with engine.connect() as conn:

@@ -42,3 +42,32 @@ async def test_each_channel_reaches_its_provider_and_logs_every_transition(
     (push,) = sinks.state.received("push", to=token)
     assert (push.subject, push.body) == ("For Ada <Lovelace>", "Code 4711")
     assert push.idempotency_key == ids["push"]
+
+
+async def test_the_users_language_and_its_newest_version_are_rendered(
+    tenant: Tenant, sinks: Sinks
+) -> None:
+    user = await tenant.user(locale="de-AT")
+    key = await tenant.template("email", "<p>Hello {{ name }}</p>", "Hello")
+    await tenant.template("email", "<p>Hallo {{ name }}</p>", "Hallo", key=key, locale="de")
+    newest = await tenant.client.put(
+        f"/v1/templates/{key}",
+        json={
+            "key": key,
+            "channel": "email",
+            "locale": "de",
+            "subject": "Servus",
+            "body": "<p>Servus {{ name }}</p>",
+        },
+    )
+    assert newest.status_code == 200, newest.text
+
+    nid = await tenant.send("email", user["id"], key, {"name": "Ada"})
+
+    final = await wait_for_status(tenant.client, nid)
+    assert final["status"] == "sent", final
+    assert final["template_version"] == newest.json()["version"]
+    (mail,) = sinks.state.received("email", to=user["email"])
+    # de-AT has no template of its own: its language, German, in its newest version.
+    assert mail.subject == "Servus"
+    assert "Servus Ada" in mail.body
