@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,9 +19,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -177,20 +180,53 @@ class NotificationEvent(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+# A pooled connection idle for longer than this is checked before it is used again.
+_PING_AFTER_IDLE_SECONDS = 1.0
+
+
 def make_engine(
     settings: Settings, pool_size: int | None = None, *, pre_ping: bool = True
 ) -> AsyncEngine:
     """The process's one connection pool.
 
-    ``pre_ping`` checks each connection before use (a round trip per checkout); workers
-    turn it off because their steps retry on a dropped connection anyway.
+    ``pre_ping`` checks a connection that sat idle in the pool before handing it out
+    (see ``_ping_when_idle``); workers turn it off because their steps retry on a
+    dropped connection anyway.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=pool_size or settings.database_pool_size,
         max_overflow=pool_size or settings.database_pool_size,
-        pool_pre_ping=pre_ping,
     )
+    if pre_ping:
+        _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use if it has been idle for over a second.
+
+    A PostgreSQL restart (or an idle-session timeout) kills idle connections; checking
+    them first means the next request gets a fresh one instead of an error. A connection
+    in steady use is not checked: SQLAlchemy's own pre-ping costs three round trips
+    (BEGIN, a no-op statement, ROLLBACK) on every checkout.
+    """
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _note_idle(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check_if_idle(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")  # absent: connected just now
+        if idle_since is None or time.monotonic() - idle_since < _PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as err:
+            # The pool discards this connection and hands out a fresh one.
+            raise DisconnectionError(f"idle connection is gone: {err}") from err
 
 
 @asynccontextmanager
