@@ -29,15 +29,25 @@ COMMANDS = {
 }
 
 
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """A process's name and the fields after it in ``/proc/<pid>/stat``; None once gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, _, rest = raw.partition(" (")[2].rpartition(")")
+    return name, rest.split()
+
+
+def _ticks(fields: list[str], *, children: bool = False) -> int:
+    """utime + stime, and with ``children`` the reaped children's too (stat fields 14-17)."""
+    return sum(int(value) for value in fields[11 : 15 if children else 13])
+
+
 def cpu_seconds(pid: int | None) -> float:
     """CPU time (user + system) a process has used so far; 0 once it is gone."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    stat = _stat(pid) if pid is not None else None
+    return _ticks(stat[1]) / os.sysconf("SC_CLK_TCK") if stat else 0.0
 
 
 def postgres_cpu_seconds() -> float:
@@ -45,15 +55,9 @@ def postgres_cpu_seconds() -> float:
     postmaster's reaped children)."""
     total = 0
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            raw = (proc / "stat").read_text()
-        except OSError:
-            continue
-        if raw[raw.index("(") + 1 : raw.rindex(")")].startswith("postgres"):
-            fields = raw.rsplit(")", 1)[1].split()
-            total += sum(int(value) for value in fields[11:15])
+        stat = _stat(proc.name) if proc.name.isdigit() else None
+        if stat and stat[0].startswith("postgres"):
+            total += _ticks(stat[1], children=True)
     return total / os.sysconf("SC_CLK_TCK")
 
 
