@@ -1,7 +1,7 @@
 """Template activity: pick the template version for a locale and render it safely.
 
 Rendering uses jinja2's ``SandboxedEnvironment`` with bounds on loops, repetition,
-formatting and output size (``activities/sandbox.py``), ``StrictUndefined`` (a missing
+formatting and output size (``herald/templating.py``), ``StrictUndefined`` (a missing
 variable is an error, never an empty string) and autoescaping for email HTML. Every
 render error is permanent.
 """
@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.sandbox import render_source
 from herald.contracts import Channel, RenderedMessage, RenderRequest
 from herald.db import Template, single_statements
+from herald.templating import render_source
 
 DEFAULT_LOCALE = "en"
-__all__ = ["TemplateActivities", "pick_locale", "render_source"]
+__all__ = ["TemplateActivities", "pick_locale"]
 
 
 def pick_locale(available: list[str], wanted: str | None) -> str | None:

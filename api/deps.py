@@ -8,9 +8,9 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.backends import Backends
 from api.errors import ApiError
 from api.ratelimit import RateLimiter, retry_after_header
-from api.services.notifications import Backends
 from herald.tenants import ApiKeyCache, TenantContext, hash_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `herald apikey create`")

@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.backends import Backends
 from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import health, notifications, templates, users
-from api.services.notifications import Backends
 from herald.db import make_engine
 from herald.logs import configure_logging
 from herald.runtime import tune_gc

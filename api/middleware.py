@@ -3,7 +3,6 @@ metrics with one access log line per request."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import time
@@ -12,6 +11,7 @@ import uuid
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.context import request_id_var
 from herald.logs import log_context
 
 REQUESTS = Counter(
@@ -23,10 +23,6 @@ LATENCY = Histogram(
 access_log = logging.getLogger("api.access")
 # Probes and scrapes would drown the access log.
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
-
-request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "request_id", default=None
-)
 
 
 class _HttpMiddleware:

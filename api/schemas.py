@@ -1,4 +1,4 @@
-"""Request and response bodies of the REST API (the public contract in API.md)."""
+"""Request and response bodies of the REST API: the public contract (OpenAPI at ``/docs``)."""
 
 from __future__ import annotations
 

@@ -23,13 +23,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.environment import local_herald
+from devtools.processes import wait_http
+from devtools.sinks import Sinks
 from herald import amqp
 from herald.contracts import Channel, QueuedNotification
 from herald.db import Notification, make_engine
-from herald.processes import wait_http
 from herald.producer import NotificationProducer
 from herald.settings import Settings
-from herald.sinks import Sinks
 from herald.tenants import create_api_key
 from tests.bridge.support import vhost, wait_consumers
 from tests.harness import Stack, Tenant, rabbitmq_vhost

@@ -29,10 +29,10 @@ from temporalio.client import Client
 
 from benchmarks.environment import local_herald
 from benchmarks.throughput import herald_rate
+from devtools.sinks import Rule, Sinks
 from herald.contracts import workflow_id_for
 from herald.db import make_engine
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from herald.temporal import connect
 from herald.tenants import create_api_key
 from tests.harness import TERMINAL

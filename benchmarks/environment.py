@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from herald.devserver import TemporalDevServer, free_port
+from devtools.devserver import TemporalDevServer
+from devtools.processes import ManagedProcess, herald_argv, wait_http
+from devtools.sinks import Sinks
 from herald.migrate import drop_database, ensure_database, upgrade
-from herald.processes import ManagedProcess, herald_argv, wait_http
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Sinks
 
 COMMANDS = {
     "api": ("api",),

@@ -35,11 +35,11 @@ from benchmarks.environment import (
     pid_of,
     postgres_cpu_seconds,
 )
+from devtools.devserver import TemporalDevServer
+from devtools.processes import ManagedProcess
+from devtools.sinks import Sinks
 from herald.db import Notification, make_engine
-from herald.devserver import TemporalDevServer
-from herald.processes import ManagedProcess
 from herald.settings import Settings
-from herald.sinks import Sinks
 from herald.tenants import create_api_key
 
 

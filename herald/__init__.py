@@ -1,5 +1,7 @@
-"""Herald's shared contracts: settings, pydantic models, database tables and clients.
+"""Herald's shared library: settings, contracts, database, Temporal client and search
+attributes, messaging, templating, observability, the circuit breaker and the submission
+path.
 
-Every layer (api, bridge, workflows, activities, workers) imports from here and
-never from another layer's internals.
+Every layer (api, bridge, workflows, activities, workers, the CLI) imports from here;
+this package imports from none of them.
 """

@@ -26,7 +26,7 @@ class Channel(StrEnum):
 
 
 class Status(StrEnum):
-    """Where a notification is in its lifecycle (see DESIGN.md)."""
+    """Where a notification is in its lifecycle (the README's "Status lifecycle")."""
 
     accepted = "accepted"
     scheduled = "scheduled"

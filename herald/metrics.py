@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from herald.devserver import free_port
+from herald.ports import free_port
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)

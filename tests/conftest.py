@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from herald.devserver import TemporalDevServer, free_port
+from devtools.devserver import TemporalDevServer
+from devtools.sinks import Sinks
 from herald.migrate import drop_database, ensure_database, upgrade
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Sinks
 from tests.harness import (
     Stack,
     Tenant,

@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 
+from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv, wait_http
+from devtools.sinks import Sinks
 from herald.db import make_engine
-from herald.devserver import free_port
-from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv, wait_http
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Sinks
 from herald.tenants import create_api_key, set_rate_limit
 
 TERMINAL = {"sent", "delivered", "failed", "cancelled", "suppressed"}

@@ -12,11 +12,11 @@ from datetime import datetime
 
 from sqlalchemy import RowMapping, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.backends import Backends
+from api.context import request_id_var
 from api.errors import ApiError, not_found, unprocessable
-from api.middleware import request_id_var
 from api.schemas import EventOut, NotificationOut, NotificationPage
 from herald import submission
 from herald.contracts import (
@@ -28,21 +28,11 @@ from herald.contracts import (
     workflow_id_for,
 )
 from herald.db import Notification, NotificationEvent
-from herald.settings import Settings
 from herald.tenants import TenantContext
 
 log = logging.getLogger(__name__)
 
 _NOTIFICATIONS = Notification.__table__
-
-
-@dataclass(frozen=True)
-class Backends:
-    """The process-wide clients a request needs."""
-
-    engine: AsyncEngine
-    temporal: Client
-    settings: Settings
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.templates import render_source
 from api.errors import ApiError, not_found, unprocessable
 from api.schemas import TemplateIn, TemplateOut, TemplateVersions
 from herald.contracts import Channel
 from herald.db import Template
+from herald.templating import render_source
 
 _TEMPLATES = Template.__table__
 

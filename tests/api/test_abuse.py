@@ -8,8 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from herald.devserver import free_port
-from herald.sinks import Sinks
+from devtools.sinks import Sinks
+from herald.ports import free_port
 from tests.harness import Tenant, wait_for_status
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from herald.sinks import Sinks
+from devtools.sinks import Sinks
 from tests.harness import Tenant, events, wait_for_status
 
 

@@ -8,7 +8,7 @@ import time
 import uuid
 
 from api.ratelimit import RateLimiter
-from herald.devserver import free_port
+from herald.ports import free_port
 from tests.harness import Stack, Tenant, new_tenant
 
 

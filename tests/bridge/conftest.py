@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devtools.processes import ManagedProcess
 from herald.db import make_engine
-from herald.processes import ManagedProcess
 from tests.bridge.support import FAST_RETRY, bridge_process, wait_consumers
 from tests.harness import Stack
 

@@ -20,14 +20,14 @@ import aio_pika
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devtools.processes import ManagedProcess, herald_argv
+from devtools.sinks import Sinks
 from herald import amqp
 from herald.contracts import Channel, QueuedNotification
 from herald.db import Notification, make_engine
 from herald.migrate import drop_database, ensure_database, upgrade
-from herald.processes import ManagedProcess, herald_argv
 from herald.producer import NotificationProducer
 from herald.settings import Settings
-from herald.sinks import Sinks
 from herald.temporal import connect, core_task_queue
 from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost, test_settings
 

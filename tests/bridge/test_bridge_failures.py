@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.deadletters import list_dead
+from devtools.processes import ManagedProcess
 from herald import amqp
-from herald.processes import ManagedProcess
 from tests.bridge.support import (
     FAST_RETRY,
     INGEST_QUEUES,

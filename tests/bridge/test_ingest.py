@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.deadletters import DeadMessage, list_dead, replay_dead
+from devtools.processes import ManagedProcess, herald_argv
+from devtools.sinks import Rule, Sinks
 from herald import amqp
 from herald.contracts import Channel, QueuedNotification
-from herald.processes import ManagedProcess, herald_argv
 from herald.producer import NotificationProducer
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from tests.bridge.support import requests, wait_statuses, wait_workflow_runs
 from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from devtools.devserver import TemporalDevServer
+from devtools.sinks import Sinks
 from herald.db import make_engine
-from herald.devserver import TemporalDevServer
-from herald.sinks import Sinks
 from tests.bridge.support import (
     FAST_RETRY,
     INGEST_QUEUES,

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bridge.deadletters import list_dead
+from devtools.devserver import TemporalDevServer
+from devtools.sinks import Sinks
 from herald import amqp
-from herald.devserver import TemporalDevServer, free_port
-from herald.sinks import Sinks
+from herald.ports import free_port
 from tests.bridge.support import (
     FAST_RETRY,
     assert_all_sent_once,

@@ -1,6 +1,7 @@
 """The chaos suite: submit notifications over REST and RabbitMQ while Herald's processes
 are SIGKILLed, RabbitMQ and the Temporal server restart and the providers fail, then
-check the promise of DESIGN.md ("Guarantees we promise") notification by notification.
+check what Herald promises (no loss, no duplicate from Herald, PostgreSQL and Temporal
+agree) notification by notification.
 
 Everything runs on a Herald of its own: its own Temporal dev server (file-backed, so a
 restart keeps its state), database, RabbitMQ vhost, task queues and provider sinks, so
@@ -27,13 +28,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from devtools.devserver import TemporalDevServer
+from devtools.processes import ManagedProcess, herald_argv
+from devtools.sinks import Received, Sinks
 from herald.contracts import Channel, QueuedNotification, workflow_id_for
 from herald.db import Notification, make_engine
-from herald.devserver import TemporalDevServer, free_port
 from herald.migrate import drop_database, ensure_database, upgrade
-from herald.processes import ManagedProcess, herald_argv
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Received, Sinks
 from herald.temporal import connect
 from tests.harness import Stack, Tenant, new_run_id, new_tenant, rabbitmq_vhost
 from tests.harness import test_settings as settings_for_run

@@ -18,7 +18,7 @@ import pytest
 import typer.main
 import yaml
 
-from herald.cli import app
+from cli.main import app
 from herald.contracts import Channel
 from herald.settings import Settings
 from tests.deploy.dashboard import dashboard_metrics, family

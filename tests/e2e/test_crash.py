@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from herald.sinks import Rule, Sinks
+from devtools.sinks import Rule, Sinks
 from tests.harness import Stack, Tenant, wait_for_status
 
 

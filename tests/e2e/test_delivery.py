@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from herald.sinks import Sinks
+from devtools.sinks import Sinks
 from tests.harness import Tenant, events, wait_for_status
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from herald.devserver import free_port
+from devtools.processes import herald_argv, wait_http
 from herald.migrate import drop_database
-from herald.processes import herald_argv, wait_http
+from herald.ports import free_port
 from tests.harness import new_run_id
 
 

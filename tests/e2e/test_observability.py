@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.sinks import Rule, Sinks
 from herald.contracts import workflow_id_for
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from herald.temporal import connect
 from tests.deploy.dashboard import dashboard_metrics, family
 from tests.harness import Stack, Tenant, wait_for_status

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from herald.devserver import TemporalDevServer, free_port
+from devtools.devserver import TemporalDevServer
+from devtools.sinks import Rule, Sinks
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from tests.harness import (
     Stack,
     Tenant,

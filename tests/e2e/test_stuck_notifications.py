@@ -16,11 +16,12 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from devtools.devserver import TemporalDevServer
+from devtools.processes import herald_argv
+from devtools.sinks import Rule, Sinks
 from herald.contracts import workflow_id_for
-from herald.devserver import TemporalDevServer, free_port
-from herald.processes import herald_argv
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from herald.temporal import connect
 from tests.harness import Stack, Tenant, wait_for_status
 

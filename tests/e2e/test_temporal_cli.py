@@ -12,9 +12,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from devtools.devserver import TemporalDevServer, temporal_binary
+from devtools.processes import herald_argv
 from herald.contracts import workflow_id_for
-from herald.devserver import TemporalDevServer, temporal_binary
-from herald.processes import herald_argv
 from herald.search import SEARCH_ATTRIBUTE_TYPES
 from herald.settings import Settings
 from tests.harness import Tenant, wait_for_status

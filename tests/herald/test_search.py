@@ -7,9 +7,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devtools.devserver import SEARCH_ATTRIBUTES, TemporalDevServer
 from herald import search
 from herald.contracts import Channel, NotificationInput, Status
-from herald.devserver import SEARCH_ATTRIBUTES, TemporalDevServer
 
 
 def notification(**fields: object) -> NotificationInput:

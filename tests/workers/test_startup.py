@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from herald.devserver import TemporalDevServer, free_port
+from devtools.devserver import TemporalDevServer
+from devtools.sinks import Sinks
+from herald.ports import free_port
 from herald.settings import Settings
-from herald.sinks import Sinks
 from tests.harness import Stack, new_run_id, new_tenant, wait_for_status
 
 

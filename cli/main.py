@@ -17,7 +17,7 @@ from herald.runtime import tune_gc
 from herald.settings import get_settings
 
 if TYPE_CHECKING:
-    from herald.stuck import StuckNotification
+    from cli.stuck import StuckNotification
 
 app = typer.Typer(help="Herald: durable email, SMS and push notifications.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -47,7 +47,7 @@ def dev(
     sinks: Annotated[bool, typer.Option(help="Run local SMTP/SMS/push sinks.")] = True,
 ) -> None:
     """Run everything on this machine: Temporal dev server + UI, migrations, API, workers."""
-    from herald.devstack import run_dev
+    from devtools.devstack import run_dev
 
     raise typer.Exit(run_dev(get_settings(), data_dir, with_sinks=sinks))
 
@@ -97,7 +97,7 @@ def sinks(
     """Run the local SMTP and Twilio/FCM sinks in the foreground."""
     import time
 
-    from herald.sinks import Sinks
+    from devtools.sinks import Sinks
 
     settings = get_settings()
     running = Sinks(
@@ -210,7 +210,7 @@ def stuck(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List notifications stuck sending or retrying, with their last error and UI link."""
-    from herald.stuck import find_stuck, parse_duration
+    from cli.stuck import find_stuck, parse_duration
     from herald.temporal import connect
 
     try:
@@ -231,7 +231,7 @@ def _print_stuck(rows: list[StuckNotification], age: timedelta, *, as_json: bool
     import dataclasses
     import json
 
-    from herald.stuck import stuck_query
+    from cli.stuck import stuck_query
 
     if as_json:
         for row in rows:
@@ -422,7 +422,3 @@ def dead_replay(
             soft_wrap=True,
         )
     _exit_now()  # it may have held a Temporal client (see _exit_now)
-
-
-if __name__ == "__main__":
-    app()

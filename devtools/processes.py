@@ -15,7 +15,7 @@ import httpx
 
 def herald_argv(*args: str) -> list[str]:
     """The command line of a ``herald`` subcommand run by this Python."""
-    return [sys.executable, "-m", "herald.cli", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def assign_metrics_ports(

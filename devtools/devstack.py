@@ -12,12 +12,13 @@ import aio_pika
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
-from herald.devserver import TemporalDevServer, port_open
+from devtools.devserver import TemporalDevServer
+from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv
+from devtools.sinks import Sinks
 from herald.migrate import ensure_database, server_connection, upgrade
-from herald.processes import ManagedProcess, assign_metrics_ports, herald_argv
+from herald.ports import port_open
 from herald.search import setup_cluster
 from herald.settings import Settings
-from herald.sinks import Sinks
 
 console = Console()
 PROCESS_TYPES = ("core", "email", "sms", "push")

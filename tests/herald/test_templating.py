@@ -7,7 +7,7 @@ import time
 import pytest
 from jinja2.exceptions import SecurityError
 
-from activities.sandbox import render_source
+from herald.templating import render_source
 
 DATA = {"xs": list(range(5000)), "name": "Ada"}
 
