@@ -21,10 +21,12 @@ acknowledging a message only once its workflow start is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -41,6 +43,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPrec
 
 from bridge.ingest import Ingest, InvalidMessage, Outcome, is_transient
 from herald import amqp
+from herald.backoff import Stopped, retry
 from herald.contracts import Channel
 from herald.logs import log_context
 from herald.metrics import QUEUE_MESSAGES, QUEUE_START_LATENCY
@@ -84,6 +87,24 @@ def _open(message: AbstractIncomingMessage) -> bool:
         return False
 
 
+def _rabbitmq_down(err: BaseException) -> bool:
+    """Whether connecting failed because RabbitMQ is unreachable or not answering."""
+    return isinstance(err, AMQPError | OSError | TimeoutError)
+
+
+def _unavailable_not_misconfigured(err: BaseException) -> bool:
+    """Whether connecting failed for an outage rather than for a queue Herald cannot use
+    (one declared with other arguments), which no retry fixes."""
+    return _rabbitmq_down(err) and not isinstance(err, ChannelPreconditionFailed)
+
+
+def _rabbitmq_unavailable(err: BaseException, retry_in: float) -> None:
+    log.warning(
+        "RabbitMQ unavailable; retrying",
+        extra={"error": f"{type(err).__name__}: {err}", "retry_in": retry_in},
+    )
+
+
 def _deliveries(message: AbstractIncomingMessage) -> int:
     """How many times the queue has delivered this message before (quorum queues say)."""
     count = (message.headers or {}).get("x-delivery-count", 0)
@@ -110,7 +131,8 @@ class Bridge:
         self._consumers: list[Consumer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
-        self._stopping = False
+        # Set by ``stop``: no new messages, no more reconnecting.
+        self._stop = asyncio.Event()
         self._outage_since: float | None = None
         self._instance = uuid.uuid4().hex[:8]
 
@@ -124,35 +146,40 @@ class Bridge:
 
         Returns False if ``stop`` was set before a connection could be made.
         """
-        delay = self._settings.bridge_retry_initial_seconds
-        while True:
-            try:
-                await self._connect()
-                break
-            except ChannelPreconditionFailed as err:
-                await self._close_connection()
-                # A queue exists with other arguments (e.g. another delivery limit):
-                # retrying cannot help. Change it with a policy, or delete the queue.
-                log.error("RabbitMQ topology differs from Herald's", extra={"error": str(err)})
-                raise
-            except (AMQPError, OSError, TimeoutError) as err:
-                await self._close_connection()
-                log.warning(
-                    "RabbitMQ unavailable; retrying",
-                    extra={"error": f"{type(err).__name__}: {err}", "retry_in": delay},
-                )
-                if stop is not None:
-                    try:
-                        await asyncio.wait_for(stop.wait(), delay)
-                        return False
-                    except TimeoutError:
-                        pass
-                else:
-                    await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.bridge_retry_maximum_seconds)
+        try:
+            await self._connect_when_available(stop, when=_unavailable_not_misconfigured)
+        except ChannelPreconditionFailed as err:
+            # A queue exists with other arguments (e.g. another delivery limit):
+            # retrying cannot help. Change it with a policy, or delete the queue.
+            log.error("RabbitMQ topology differs from Herald's", extra={"error": str(err)})
+            raise
+        except Stopped:
+            return False
         self._ready.set()
         self._watchdog = asyncio.create_task(self._watch())
         return True
+
+    async def _connect_when_available(
+        self, stop: asyncio.Event | None, when: Callable[[BaseException], bool]
+    ) -> None:
+        """Connect, retrying with backoff while ``when`` says the failure is an outage;
+        raises ``Stopped`` if ``stop`` is set first."""
+        await retry(
+            self._connect_or_close,
+            initial=self._settings.bridge_retry_initial_seconds,
+            maximum=self._settings.bridge_retry_maximum_seconds,
+            when=when,
+            on_retry=_rabbitmq_unavailable,
+            stop=stop,
+        )
+
+    async def _connect_or_close(self) -> None:
+        """Connect, leaving nothing half-open behind if that fails."""
+        try:
+            await self._connect()
+        except Exception:
+            await self._close_connection()
+            raise
 
     async def _connect(self) -> None:
         settings = self._settings
@@ -197,7 +224,7 @@ class Bridge:
         log.info("reconnected to RabbitMQ; channels and consumers restored")
 
     async def _on_message(self, kind: Channel, message: AbstractIncomingMessage) -> None:
-        if self._stopping:
+        if self._stop.is_set():
             return  # unacked: it goes back to its queue when the connection closes
         task = asyncio.create_task(self._handle(kind, message))
         self._tasks.add(task)
@@ -214,28 +241,27 @@ class Bridge:
 
     async def _settle(self, kind: Channel, message: AbstractIncomingMessage) -> None:
         context = {"queue": amqp.request_queue(kind), "message_id": message.message_id}
-        delay = self._settings.bridge_retry_initial_seconds
         started = time.monotonic()
-        while True:
-            try:
-                outcome = await self._process(kind, message)
-            except Exception as err:
-                if not is_transient(err):
-                    await self._requeue(kind, message, err, context)
-                    return
-                if not _open(message):
-                    # Its channel is gone, so is our claim on it: the broker redelivers it.
-                    log.info("delivery channel closed; left to redelivery", extra=context)
-                    return
-                self._unavailable(err, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.bridge_retry_maximum_seconds)
-                continue
-            self._available()
-            await self._ack(message, outcome, {**context, "seconds": time.monotonic() - started})
+        try:
+            outcome = await retry(
+                partial(self._process, kind, message),
+                initial=self._settings.bridge_retry_initial_seconds,
+                maximum=self._settings.bridge_retry_maximum_seconds,
+                # An outage is waited out while the message is still ours to settle.
+                when=lambda err: is_transient(err) and _open(message),
+                on_retry=self._unavailable,
+            )
+        except Exception as err:
+            if is_transient(err):
+                # Its channel is gone, so is our claim on it: the broker redelivers it.
+                log.info("delivery channel closed; left to redelivery", extra=context)
+            else:
+                await self._requeue(kind, message, err, context)
             return
+        self._available()
+        await self._ack(message, outcome, {**context, "seconds": time.monotonic() - started})
 
-    def _unavailable(self, err: Exception, retry_in: float) -> None:
+    def _unavailable(self, err: BaseException, retry_in: float) -> None:
         """Log an outage once as it starts (every held message would say the same)."""
         error = f"{type(err).__name__}: {err}"
         if self._outage_since is None:
@@ -338,7 +364,7 @@ class Bridge:
     async def _watch(self) -> None:
         """Check every few seconds that each consumer is attached; rebuild if one is not."""
         detached: dict[Channel, int] = {}
-        while not self._stopping:
+        while not self._stop.is_set():
             await asyncio.sleep(self._settings.bridge_watchdog_seconds)
             connection = self._connection
             if connection is None or not connection.connected.is_set():
@@ -365,26 +391,12 @@ class Bridge:
 
     async def _reconnect(self) -> None:
         await self._close_connection()
-        delay = self._settings.bridge_retry_initial_seconds
-        while not self._stopping:
-            try:
-                await self._connect()
-                return
-            except (AMQPError, OSError, TimeoutError) as err:
-                await self._close_connection()
-                log.warning("RabbitMQ unavailable; retrying", extra={"error": str(err)})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.bridge_retry_maximum_seconds)
-
-    async def attached(self) -> bool:
-        """Whether every queue has its consumer attached (for readiness checks)."""
-        return bool(self._consumers) and all(
-            [await consumer.attached() for consumer in self._consumers]
-        )
+        with contextlib.suppress(Stopped):
+            await self._connect_when_available(self._stop, when=_rabbitmq_down)
 
     async def stop(self) -> None:
         """Stop consuming, finish and acknowledge in-flight messages, then disconnect."""
-        self._stopping = True
+        self._stop.set()
         self._ready.clear()
         if self._watchdog is not None:
             self._watchdog.cancel()

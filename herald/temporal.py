@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 
+from herald.backoff import Stopped, retry
 from herald.contracts import Channel
 from herald.settings import Settings
 
@@ -54,17 +56,22 @@ async def connect_when_available(
     Long-running processes start (or restart) while Temporal may be down; they wait for
     it instead of exiting.
     """
-    delay = initial_delay
-    while not stop.is_set():
-        try:
-            return await connect(settings, runtime)
-        except RuntimeError as err:  # the SDK's "failed client connect"
-            log.warning(
-                "Temporal unavailable; retrying",
-                extra={"address": settings.temporal_address, "error": str(err), "retry_in": delay},
-            )
-        try:
-            await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, maximum_delay)
-    return None
+
+    def unavailable(err: BaseException, delay: float) -> None:
+        log.warning(
+            "Temporal unavailable; retrying",
+            extra={"address": settings.temporal_address, "error": str(err), "retry_in": delay},
+        )
+
+    try:
+        return await retry(
+            partial(connect, settings, runtime),
+            initial=initial_delay,
+            maximum=maximum_delay,
+            # The SDK raises RuntimeError for "failed client connect".
+            when=lambda err: isinstance(err, RuntimeError),
+            on_retry=unavailable,
+            stop=stop,
+        )
+    except Stopped:
+        return None
