@@ -8,8 +8,9 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
+from cachetools import LRUCache
 from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
@@ -107,9 +108,10 @@ async def find_notification(engine: AsyncEngine, notification_id: uuid.UUID) -> 
 
 # Templates are never deleted: once a tenant's template has a version for a channel, it
 # always will. Those seen are remembered per process, so a submission asks PostgreSQL
-# only about templates it has not seen yet.
-_known_templates: set[tuple[uuid.UUID, str, str]] = set()
-_KNOWN_TEMPLATES_MAX = 100_000
+# only about templates it has not seen yet; past the bound, the least recently used
+# (tenant, template, channel) is forgotten and asked about again when next used.
+KNOWN_TEMPLATES_MAX: Final = 100_000
+_known_templates: LRUCache[tuple[uuid.UUID, str, str], bool] = LRUCache(KNOWN_TEMPLATES_MAX)
 
 
 async def missing_templates(
@@ -119,7 +121,8 @@ async def missing_templates(
     unknown = [
         channel.value
         for channel in request.channels
-        if (tenant_id, request.template, channel.value) not in _known_templates
+        # ``get`` (not ``in``) so a template in use stays recently used.
+        if not _known_templates.get((tenant_id, request.template, channel.value), False)
     ]
     if not unknown:
         return []
@@ -134,9 +137,8 @@ async def missing_templates(
             .distinct()
         )
         have = {row.channel for row in found}
-    if len(_known_templates) >= _KNOWN_TEMPLATES_MAX:
-        _known_templates.clear()
-    _known_templates.update((tenant_id, request.template, channel) for channel in have)
+    for channel in have:
+        _known_templates[tenant_id, request.template, channel] = True
     absent = set(unknown) - have
     return [channel for channel in request.channels if channel.value in absent]
 

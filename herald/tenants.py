@@ -7,13 +7,19 @@ import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
+from cachetools import TTLCache
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herald.db import ApiKey, Tenant
+
+# API keys whose answers the cache holds at once (per API process).
+API_KEY_CACHE_SIZE: Final = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,20 +61,30 @@ async def create_api_key(engine: AsyncEngine, tenant_name: str) -> str:
 
 
 class ApiKeyCache:
-    """Resolves keys to tenants, remembering answers briefly so auth is not a query per call."""
+    """Resolves keys to tenants, remembering answers briefly so auth is not a query per call.
 
-    def __init__(self, engine: AsyncEngine, ttl_seconds: float) -> None:
+    Unknown keys are remembered too, so a flood of bad keys is not a query each; the
+    least recently used answers make room once ``API_KEY_CACHE_SIZE`` are held.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ttl_seconds: float,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._engine = engine
-        self._ttl = ttl_seconds
-        self._known: dict[str, tuple[float, TenantContext | None]] = {}
+        self._known: TTLCache[str, TenantContext | None] = TTLCache(
+            maxsize=API_KEY_CACHE_SIZE, ttl=ttl_seconds, timer=timer
+        )
 
     async def tenant_for(self, key: str) -> TenantContext | None:
         """The key's tenant, or None for an unknown or revoked key."""
         digest = hash_key(key)
-        now = time.monotonic()
-        cached = self._known.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        try:
+            return self._known[digest]
+        except KeyError:
+            pass  # never asked, or the answer expired
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -78,9 +94,7 @@ class ApiKeyCache:
                 )
             ).first()
         tenant = TenantContext(row.id, row.name, row.rate_limit_per_minute) if row else None
-        if len(self._known) > 10_000:
-            self._known.clear()
-        self._known[digest] = (now + self._ttl, tenant)
+        self._known[digest] = tenant
         return tenant
 
 
