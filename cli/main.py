@@ -14,12 +14,27 @@ from rich.console import Console
 
 from herald.contracts import Channel
 from herald.runtime import tune_gc
-from herald.settings import get_settings
+from herald.settings import InsecureSettings, get_settings
 
 if TYPE_CHECKING:
     from cli.stuck import StuckNotification
 
-app = typer.Typer(help="Herald: durable email, SMS and push notifications.", no_args_is_help=True)
+
+class _HeraldCommand(typer.Typer):
+    """The top-level command: a configuration it refuses to run with is reported to the
+    operator as one line on stderr (exit status 2), not as a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except InsecureSettings as err:
+            typer.echo(f"herald: {err}", err=True)
+            raise SystemExit(2) from None
+
+
+app = _HeraldCommand(
+    help="Herald: durable email, SMS and push notifications.", no_args_is_help=True
+)
 apikey_app = typer.Typer(help="API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
 app.add_typer(apikey_app, name="apikey")
@@ -103,8 +118,8 @@ def sinks(
     running = Sinks(
         smtp_port=smtp_port,
         http_port=http_port,
-        sms_token=settings.sms_auth_token,
-        push_token=settings.push_token,
+        sms_token=settings.sms_auth_token.get_secret_value(),
+        push_token=settings.push_token.get_secret_value(),
         host=host,
     ).start()
     console.print(f"SMTP sink on :{smtp_port}; messages at {running.http_url}/_sink/messages")

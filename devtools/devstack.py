@@ -103,8 +103,8 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         sinks = Sinks(
             smtp_port=settings.smtp_port,
             http_port=int(settings.sms_api_url.rsplit(":", 1)[1]),
-            sms_token=settings.sms_auth_token,
-            push_token=settings.push_token,
+            sms_token=settings.sms_auth_token.get_secret_value(),
+            push_token=settings.push_token.get_secret_value(),
         ).start()
 
     procs = [proc.start() for proc in children(settings, log_dir)]

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class InsecureSettings(Exception):
+    """A production start with a secret left at its development default."""
+
+
 class Settings(BaseSettings):
-    """Every knob Herald has; each one is an environment variable ``HERALD_<NAME>``."""
+    """Every knob Herald has; each one is an environment variable ``HERALD_<NAME>``.
+
+    Secrets are ``SecretStr``: shown as ``**********`` in reprs and logs, read with
+    ``get_secret_value()`` where a provider needs them.
+    """
 
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    # "production" refuses to start while a secret still has its development default.
+    env: str = "development"
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/herald"
     database_pool_size: int = 10
@@ -29,14 +40,14 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
     smtp_username: str | None = None
-    smtp_password: str | None = None
+    smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_pool_size: int = 8
     email_from: str = "Herald <herald@localhost>"
 
     sms_api_url: str = "http://127.0.0.1:8025"
     sms_account_sid: str = "ACdev"
-    sms_auth_token: str = "dev-token"
+    sms_auth_token: SecretStr = SecretStr("dev-token")
     sms_from: str = "+15550000000"
 
     # A second provider per channel, tried when the first is unavailable (its circuit
@@ -46,18 +57,18 @@ class Settings(BaseSettings):
     smtp_secondary_host: str | None = None
     smtp_secondary_port: int | None = None
     smtp_secondary_username: str | None = None
-    smtp_secondary_password: str | None = None
+    smtp_secondary_password: SecretStr | None = None
     sms_secondary_api_url: str | None = None
     sms_secondary_account_sid: str | None = None
-    sms_secondary_auth_token: str | None = None
+    sms_secondary_auth_token: SecretStr | None = None
     sms_secondary_from: str | None = None
     push_secondary_api_url: str | None = None
     push_secondary_project_id: str | None = None
-    push_secondary_token: str | None = None
+    push_secondary_token: SecretStr | None = None
 
     push_api_url: str = "http://127.0.0.1:8025"
     push_project_id: str = "herald-dev"
-    push_token: str = "dev-token"
+    push_token: SecretStr = SecretStr("dev-token")
 
     provider_timeout_seconds: float = 10.0
     max_attempts: int = Field(default=3, ge=1, le=100)
@@ -102,6 +113,24 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> Settings:
+        if self.env != "production":
+            return self
+        defaults = [
+            f"HERALD_{name.upper()}"
+            for name, field in type(self).model_fields.items()
+            if isinstance(field.default, SecretStr) and getattr(self, name) == field.default
+        ]
+        if defaults:
+            # Not a ValueError: pydantic passes it through as it is, for the CLI to show.
+            raise InsecureSettings(
+                f"HERALD_ENV=production, but {', '.join(defaults)} still "
+                f"{'has its' if len(defaults) == 1 else 'have their'} development default; "
+                "set the real secret"
+            )
+        return self
+
     def secondary(self, channel: str) -> Settings | None:
         """These settings with the channel's secondary provider in the primary's place,
         or None when the channel has no secondary."""
@@ -117,7 +146,9 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """These settings as the environment a child process reads them from."""
         return {
-            f"HERALD_{name.upper()}": str(value)
+            f"HERALD_{name.upper()}": str(
+                value.get_secret_value() if isinstance(value, SecretStr) else value
+            )
             for name, value in self.model_dump().items()
             if value is not None
         }

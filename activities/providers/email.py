@@ -98,7 +98,7 @@ class SmtpProvider(Provider):
             timeout=s.provider_timeout_seconds,
             start_tls=s.smtp_starttls,
             username=s.smtp_username,
-            password=s.smtp_password,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
         )
         await client.connect()
         return client

@@ -21,7 +21,7 @@ class FcmProvider(HttpProvider):
             f"{settings.push_api_url.rstrip('/')}/v1/projects/"
             f"{settings.push_project_id}/messages:send"
         )
-        self._token = settings.push_token
+        self._token = settings.push_token.get_secret_value()
 
     def build_request(self, request: SendRequest) -> httpx.Request:
         """FCM data values are strings; the idempotency key travels as ``herald_id``."""

@@ -21,7 +21,9 @@ class TwilioProvider(HttpProvider):
             f"{settings.sms_api_url.rstrip('/')}/2010-04-01/Accounts/"
             f"{settings.sms_account_sid}/Messages.json"
         )
-        self.auth = httpx.BasicAuth(settings.sms_account_sid, settings.sms_auth_token)
+        self.auth = httpx.BasicAuth(
+            settings.sms_account_sid, settings.sms_auth_token.get_secret_value()
+        )
         self._sender = settings.sms_from
 
     def build_request(self, request: SendRequest) -> httpx.Request:
