@@ -78,7 +78,7 @@ async def retry(
         assert state.outcome is not None and state.next_action is not None
         error = state.outcome.exception()
         assert error is not None
-        on_retry(error, state.next_action.sleep)
+        on_retry(error, round(state.next_action.sleep, 3))  # milliseconds are plenty
 
     if stop is not None and stop.is_set():
         raise Stopped
