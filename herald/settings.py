@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     def _no_development_secrets_in_production(self) -> Settings:
         if self.env != "production":
             return self
+        # Only secrets that come with a development value: an unset one (no SMTP login)
+        # is a real configuration, not a leftover.
         defaults = [
             f"HERALD_{name.upper()}"
             for name, field in type(self).model_fields.items()
