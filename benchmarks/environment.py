@@ -1,17 +1,22 @@
 """A Herald of a benchmark's own: a file-backed Temporal dev server, provider sinks, a fresh
-database, and the processes it asks for; plus CPU accounting per process."""
+database, and the processes it asks for; plus CPU accounting per process (``CpuMeter``)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, herald_argv, wait_http
@@ -19,6 +24,7 @@ from devtools.sinks import Sinks
 from herald.migrate import drop_database, ensure_database, upgrade
 from herald.ports import free_port
 from herald.settings import Settings
+from herald.temporal import channel_task_queue, connect
 
 COMMANDS = {
     "api": ("api",),
@@ -51,13 +57,17 @@ def cpu_seconds(pid: int | None) -> float:
     return _ticks(stat[1]) / os.sysconf("SC_CLK_TCK") if stat else 0.0
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time all PostgreSQL processes have used so far, exited backends included (the
-    postmaster's reaped children)."""
+# Servers shared by the whole machine, by the name their processes run under.
+SERVERS = {"postgres": "postgres", "rabbitmq": "beam.smp"}
+
+
+def server_cpu_seconds(server: str) -> float:
+    """CPU time all processes of a shared server (a key of ``SERVERS``) have used so far,
+    exited ones included (their parent's reaped children: PostgreSQL's backends)."""
     total = 0
     for proc in Path("/proc").iterdir():
         stat = _stat(proc.name) if proc.name.isdigit() else None
-        if stat and stat[0].startswith("postgres"):
+        if stat and stat[0].startswith(SERVERS[server]):
             total += _ticks(stat[1], children=True)
     return total / os.sysconf("SC_CLK_TCK")
 
@@ -78,6 +88,29 @@ def pid_of(process: ManagedProcess | TemporalDevServer) -> int | None:
     return process.process.pid if process.process is not None else None
 
 
+class CpuMeter:
+    """CPU time used from its creation on by each process in ``pids``, by the ``servers``
+    (keys of ``SERVERS``), by this process (the load generator and the sinks) and by the
+    whole machine; ``per_item`` turns it into milliseconds per item."""
+
+    def __init__(self, pids: dict[str, int | None], servers: Iterable[str] = ("postgres",)):
+        self.pids = dict(pids)
+        self.servers = tuple(servers)
+        self._before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return (
+            {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+            | {server: server_cpu_seconds(server) for server in self.servers}
+            | {"client_and_sinks": time.process_time(), "machine": machine_cpu_seconds()}
+        )
+
+    def per_item(self, count: int) -> dict[str, float]:
+        """CPU milliseconds per item since the meter was made, by name."""
+        now = self._read()
+        return {name: (now[name] - before) * 1000 / count for name, before in self._before.items()}
+
+
 @dataclass
 class BenchHerald:
     """What a benchmark runs against."""
@@ -88,15 +121,38 @@ class BenchHerald:
     settings: Settings
     processes: dict[str, ManagedProcess]
 
-    async def start(self, *names: str) -> dict[str, ManagedProcess]:
-        """Start Herald processes by name (see ``COMMANDS``); waits for the API if asked."""
+    async def start(self, *names: str, concurrency: int | None = None) -> dict[str, ManagedProcess]:
+        """Start Herald processes by name: a key of ``COMMANDS``, or one with a suffix
+        (``email-2``) for another process of that kind. ``concurrency`` is the
+        ``--concurrency`` of the workers among them. Waits for the API if asked."""
         env = self.settings.as_env()
         for name in names:
-            process = ManagedProcess(name, herald_argv(*COMMANDS[name]), env, self.work)
+            argv = COMMANDS[name.partition("-")[0]]
+            if concurrency is not None and argv[0] == "worker":
+                argv += ("--concurrency", str(concurrency))
+            process = ManagedProcess(name, herald_argv(*argv), env, self.work)
             self.processes[name] = process.start()
         if "api" in names:
             await asyncio.to_thread(wait_http, f"http://127.0.0.1:{self.settings.api_port}/healthz")
         return self.processes
+
+    async def stop(self, *names: str) -> None:
+        """Stop processes started by ``start`` (gracefully: workers finish what they hold)."""
+        for name in names:
+            await asyncio.to_thread(self.processes.pop(name).stop)
+
+    async def wait_pollers(self, queue: str, count: int, timeout: float = 60.0) -> None:
+        """Wait until ``count`` worker processes poll the activity task queue of ``queue``
+        (a channel), so that a measurement does not begin before a new worker works."""
+        client = await connect(self.settings)
+        request = DescribeTaskQueueRequest(
+            namespace=self.settings.temporal_namespace,
+            task_queue=TaskQueue(name=channel_task_queue(queue, self.settings.task_queue_prefix)),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+        async with asyncio.timeout(timeout):
+            while len((await client.workflow_service.describe_task_queue(request)).pollers) < count:
+                await asyncio.sleep(0.2)
 
     def pids(self) -> dict[str, int | None]:
         """The Temporal server's and every started process's pid, by name."""
