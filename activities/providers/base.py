@@ -44,9 +44,14 @@ _STATUS_WRITE_TIMEOUT = 2.0
 class ProviderError(Exception):
     """A provider refused or failed a message; ``permanent`` means retrying cannot help.
 
-    ``provider_fault`` marks a permanent failure that is the provider's own (our
-    credentials refused, account suspended) rather than the recipient's: another provider
-    of the channel may still succeed. ``provider`` names the provider that failed.
+    ``provider_fault`` says whose failure it is. The provider's own (it is down, timed out,
+    answered 5xx or SMTP 421, refused our credentials) counts against its circuit breaker,
+    and when permanent another provider of the channel may still succeed. A refusal of
+    this one recipient or message (an unknown mailbox, a greylisting 451, an invalid
+    number) is the notification's failure alone: retried under its own policy when
+    transient, and never a reason to hold back other recipients. Unless told, transient
+    failures are the provider's and permanent ones the recipient's. ``provider`` names
+    the provider that failed.
     """
 
     def __init__(
@@ -55,13 +60,13 @@ class ProviderError(Exception):
         *,
         permanent: bool,
         retry_after: float | None = None,
-        provider_fault: bool = False,
+        provider_fault: bool | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
-        self.provider_fault = provider_fault
+        self.provider_fault = (not permanent) if provider_fault is None else provider_fault
         self.provider = provider
 
 
