@@ -113,6 +113,14 @@ class ProviderActivity:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure."""
         ledger = AttemptLedger.resume()
         first_try = activity.info().attempt == 1
+        if not first_try:
+            recorded = await self._recorded_acceptance(request)
+            if recorded is not None:
+                log.info(
+                    "already sent: the provider's acceptance of this cycle is recorded",
+                    extra={"provider": recorded.provider, "attempt": recorded.attempt},
+                )
+                return recorded
         logged_sending = first_try and await self._record(
             self._event(
                 request,
@@ -173,6 +181,20 @@ class ProviderActivity:
             attempt=attempt,
             recorded=logged_sending and logged_sent,
         )
+
+    async def _recorded_acceptance(self, request: SendRequest) -> SendResult | None:
+        """What an earlier attempt of this send recorded as accepted, if anything (a
+        database that does not answer counts as nothing recorded: sending again is safe,
+        the copy carries the same idempotency key)."""
+        if self._engine is None:
+            return None
+        try:
+            return await asyncio.wait_for(
+                statuslog.recorded_acceptance(self._engine, request), _STATUS_WRITE_TIMEOUT
+            )
+        except Exception:
+            log.warning("could not read what earlier attempts recorded", exc_info=True)
+            return None
 
     async def _timed_deliver(self, request: SendRequest) -> Delivery:
         started = time.perf_counter()
