@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from api.admission import SubmissionGate
 from herald.settings import Settings
 
 
@@ -17,3 +18,4 @@ class Backends:
     engine: AsyncEngine
     temporal: Client
     settings: Settings
+    admission: SubmissionGate

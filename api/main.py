@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api.admission import SubmissionGate
 from api.backends import Backends
 from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
@@ -28,7 +29,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
         temporal = await connect(settings, lazy=True)
-        app.state.backends = Backends(engine=engine, temporal=temporal, settings=settings)
+        app.state.backends = Backends(
+            engine=engine,
+            temporal=temporal,
+            settings=settings,
+            admission=SubmissionGate(
+                settings.api_max_concurrent_submissions, settings.api_submission_wait_seconds
+            ),
+        )
         app.state.api_keys = ApiKeyCache(engine, settings.api_key_cache_seconds)
         app.state.rate_limiter = RateLimiter(settings.redis_url)
         yield

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     api_port: int = 8000
     max_request_bytes: int = 64 * 1024
     api_key_cache_seconds: float = 30.0
+    # Submissions one API process starts at once; one that finds no free slot within the
+    # wait is refused with 503 and Retry-After instead of queueing (see api/admission.py).
+    api_max_concurrent_submissions: int = Field(default=64, ge=1)
+    api_submission_wait_seconds: float = Field(default=0.25, ge=0)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025

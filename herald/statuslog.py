@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from herald.contracts import NotificationInput, Status, StatusEvent
-from herald.db import single_statements
+from herald.contracts import NotificationInput, SendRequest, SendResult, Status, StatusEvent
+from herald.db import Notification, single_statements
 
 # Append the event once (its key makes a retried write a no-op) ...
 _APPEND_EVENT = """
@@ -122,3 +122,33 @@ async def write_accepted(conn: AsyncConnection, request: NotificationInput) -> N
         "fallback": [channel.value for channel in request.fallback] or None,
     }
     await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)
+
+
+# The acceptance a provider gave for one send cycle, as recorded with its ``sent``.
+_RECORDED_ACCEPTANCE = select(
+    Notification.provider, Notification.provider_message_id, Notification.attempts
+).where(
+    Notification.id == bindparam("nid"),
+    Notification.cycle == bindparam("cycle"),
+    Notification.status.in_(("sent", "delivered", "undelivered")),
+)
+
+
+async def recorded_acceptance(engine: AsyncEngine, request: SendRequest) -> SendResult | None:
+    """The provider's acceptance of this send cycle if it is already in the log: a retried
+    attempt whose predecessor got through (and was recorded) before its worker died uses it
+    instead of sending a second copy."""
+    async with single_statements(engine) as conn:
+        row = (
+            await conn.execute(
+                _RECORDED_ACCEPTANCE, {"nid": request.notification_id, "cycle": request.cycle}
+            )
+        ).first()
+    if row is None or row.provider is None or row.provider_message_id is None:
+        return None
+    return SendResult(
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+        attempt=row.attempts,
+        recorded=True,
+    )

@@ -44,9 +44,14 @@ _STATUS_WRITE_TIMEOUT = 2.0
 class ProviderError(Exception):
     """A provider refused or failed a message; ``permanent`` means retrying cannot help.
 
-    ``provider_fault`` marks a permanent failure that is the provider's own (our
-    credentials refused, account suspended) rather than the recipient's: another provider
-    of the channel may still succeed. ``provider`` names the provider that failed.
+    ``provider_fault`` says whose failure it is. The provider's own (it is down, timed out,
+    answered 5xx or SMTP 421, refused our credentials) counts against its circuit breaker,
+    and when permanent another provider of the channel may still succeed. A refusal of
+    this one recipient or message (an unknown mailbox, a greylisting 451, an invalid
+    number) is the notification's failure alone: retried under its own policy when
+    transient, and never a reason to hold back other recipients. Unless told, transient
+    failures are the provider's and permanent ones the recipient's. ``provider`` names
+    the provider that failed.
     """
 
     def __init__(
@@ -55,13 +60,13 @@ class ProviderError(Exception):
         *,
         permanent: bool,
         retry_after: float | None = None,
-        provider_fault: bool = False,
+        provider_fault: bool | None = None,
         provider: str | None = None,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
-        self.provider_fault = provider_fault
+        self.provider_fault = (not permanent) if provider_fault is None else provider_fault
         self.provider = provider
 
 
@@ -108,6 +113,14 @@ class ProviderActivity:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure."""
         ledger = AttemptLedger.resume()
         first_try = activity.info().attempt == 1
+        if not first_try:
+            recorded = await self._recorded_acceptance(request)
+            if recorded is not None:
+                log.info(
+                    "already sent: the provider's acceptance of this cycle is recorded",
+                    extra={"provider": recorded.provider, "attempt": recorded.attempt},
+                )
+                return recorded
         logged_sending = first_try and await self._record(
             self._event(
                 request,
@@ -168,6 +181,20 @@ class ProviderActivity:
             attempt=attempt,
             recorded=logged_sending and logged_sent,
         )
+
+    async def _recorded_acceptance(self, request: SendRequest) -> SendResult | None:
+        """What an earlier attempt of this send recorded as accepted, if anything (a
+        database that does not answer counts as nothing recorded: sending again is safe,
+        the copy carries the same idempotency key)."""
+        if self._engine is None:
+            return None
+        try:
+            return await asyncio.wait_for(
+                statuslog.recorded_acceptance(self._engine, request), _STATUS_WRITE_TIMEOUT
+            )
+        except Exception:
+            log.warning("could not read what earlier attempts recorded", exc_info=True)
+            return None
 
     async def _timed_deliver(self, request: SendRequest) -> Delivery:
         started = time.perf_counter()

@@ -26,6 +26,20 @@ from herald.settings import Settings
 _TAGS = re.compile(r"<[^>]+>")
 # Replies that refuse our account (authentication, relaying), not the recipient.
 _PROVIDER_FAULT = frozenset({530, 534, 535, 538})
+# "Service not available, closing transmission channel": the relay itself is unwell.
+_SERVICE_UNAVAILABLE = 421
+
+
+def _provider_fault(err: aiosmtplib.SMTPResponseException) -> bool:
+    """Whether an SMTP reply is the relay's failure rather than a refusal of this message.
+
+    421, our credentials or sender refused, or any other reply outside the message's own
+    transaction are the relay's; a 4xx or 5xx answer to the message itself (greylisting,
+    content refused) is that one message's.
+    """
+    if err.code == _SERVICE_UNAVAILABLE or err.code in _PROVIDER_FAULT:
+        return True
+    return not isinstance(err, aiosmtplib.SMTPDataError)
 
 
 class _HeaderClasses(HeaderRegistry):
@@ -130,13 +144,15 @@ class SmtpProvider(Provider):
         except aiosmtplib.SMTPRecipientsRefused as err:
             refusal = next(iter(err.recipients))
             raise ProviderError(
-                f"{refusal.code} {refusal.message}", permanent=refusal.code >= 500
+                f"{refusal.code} {refusal.message}",
+                permanent=refusal.code >= 500,
+                provider_fault=refusal.code == _SERVICE_UNAVAILABLE,
             ) from err
         except aiosmtplib.SMTPResponseException as err:
             raise ProviderError(
                 f"{err.code} {err.message}",
                 permanent=err.code >= 500,
-                provider_fault=err.code in _PROVIDER_FAULT,
+                provider_fault=_provider_fault(err),
             ) from err
         except (aiosmtplib.SMTPException, TimeoutError) as err:
             raise ProviderError(f"{type(err).__name__}: {err}", permanent=False) from err

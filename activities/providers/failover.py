@@ -8,7 +8,8 @@ attempt: the first provider may have delivered the message before failing to say
 and a second provider cannot recognise the idempotency key of the first. Temporal
 retries it instead, and once the first provider's breaker opens, the retries go to the
 next one. A refusal for the recipient's own reasons (invalid number, unknown mailbox)
-is final: every provider would refuse it.
+is final: every provider would refuse it; a temporary one (a greylisting 451) is retried
+under the notification's policy. Neither counts against the provider's breaker.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class ProviderChain(Provider):
                 message_id = await route.provider.deliver(request)
             except ProviderError as err:
                 err.provider = err.provider or route.provider.name
-                if err.permanent and not err.provider_fault:
+                if not err.provider_fault:
                     breaker.record_success()  # it answered; the recipient is the problem
                     raise
                 breaker.record_failure()

@@ -72,5 +72,6 @@ class HttpProvider(Provider):
             f"HTTP {response.status_code}: {_error_text(response)}",
             permanent=not transient,
             retry_after=_retry_after(response) if transient else None,
-            provider_fault=response.status_code in _PROVIDER_FAULT,
+            # 5xx, 408 and 429 are the provider's; any other 4xx refuses this message.
+            provider_fault=transient or response.status_code in _PROVIDER_FAULT,
         )

@@ -102,7 +102,19 @@ async def submit(
     idempotency_key: str | None,
     request_id: str | None,
 ) -> Submitted:
-    """Validate, start the workflow durably, then record ``accepted``."""
+    """Validate, start the workflow durably, then record ``accepted``; 503 with
+    ``Retry-After`` when the process is already starting as many as it may."""
+    async with backends.admission.slot():
+        return await _submit(backends, tenant, request, idempotency_key, request_id)
+
+
+async def _submit(
+    backends: Backends,
+    tenant: TenantContext,
+    request: NotificationRequest,
+    idempotency_key: str | None,
+    request_id: str | None,
+) -> Submitted:
     engine, settings = backends.engine, backends.settings
     fingerprint = submission.request_hash(request)
     if idempotency_key is not None:
