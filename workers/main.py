@@ -22,9 +22,8 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.failures import FailureActivities
-from activities.providers.base import Provider, ProviderActivity
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
-from activities.providers.failover import channel_providers
+from activities.providers.failover import ProviderChain, channel_providers
 from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
 from activities.templates import TemplateActivities
@@ -83,7 +82,7 @@ def core_worker(
 
 def channel_activity(
     channel: Channel, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient
-) -> tuple[Provider, Any]:
+) -> tuple[ProviderChain, Any]:
     """The channel's providers (in failover order, each behind a circuit breaker) and
     its registered activity."""
     provider = channel_providers(channel, settings, http)
@@ -123,7 +122,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         timeout=settings.provider_timeout_seconds,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
     )
-    provider: ProviderActivity | Provider | None = None
+    provider: ProviderChain | None = None
     publisher: amqp.Publisher | None = None
     if queue == "core":
         publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
@@ -148,7 +147,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         if metrics:
             metrics.ready.clear()
         log.info("worker stopping: finishing in-flight tasks", extra={"queue": queue})
-    if isinstance(provider, Provider):
+    if provider is not None:
         await provider.close()
     await http.aclose()
     if publisher is not None:
