@@ -135,8 +135,11 @@ class QueuedNotification(NotificationRequest):
 
 
 class FailedNotification(NotificationRequest):
-    """Published to ``herald.failed`` when a send cycle ends ``failed``: the full request,
-    whose it is, and the last error, for downstream consumers and ``herald dead replay``.
+    """Published to ``herald.failed`` when a send cycle ends ``failed``: the full request
+    (``fallback`` included, so a replay may fall back as the first cycle could), whose it
+    is, and the last error, for downstream consumers and ``herald dead replay``.
+
+    ``fallback`` defaults to none: messages published before it was carried still decode.
     """
 
     id: uuid.UUID
