@@ -45,7 +45,6 @@ async def _tenant(
     tenant = await keys.tenant_for(credentials.credentials)
     if tenant is None:
         raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    request.state.tenant = tenant.name
     await _within_rate_limit(request, credentials.credentials, tenant)
     return tenant
 

@@ -53,8 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (users.router, templates.router, notifications.router, health.router):
         app.include_router(router)
 
-    app.add_middleware(AccessMiddleware)
+    # The last added runs first: request ids on every answer, then metrics and the access
+    # log around everything else, so the body limit's 413 is counted and logged too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 

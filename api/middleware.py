@@ -64,7 +64,11 @@ class RequestIdMiddleware(_HttpMiddleware):
 
 
 class AccessMiddleware(_HttpMiddleware):
-    """Counts and times every request by method, route template and status, and logs it."""
+    """Counts and times every request by method, route template and status, and logs it.
+
+    It runs outside the body limit, so every answer is seen; one given before routing (a
+    413, a path no route serves) is under the route ``unmatched``.
+    """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -78,7 +82,7 @@ class AccessMiddleware(_HttpMiddleware):
 
         await self.app(scope, receive, send_noting_status)
         elapsed = time.perf_counter() - started
-        # The router has put the matched route into the scope by now.
+        # The router has put the matched route into the scope, if the request got that far.
         route = getattr(scope.get("route"), "path", "unmatched")
         method = scope["method"]
         LATENCY.labels(method, route, str(status)).observe(elapsed)

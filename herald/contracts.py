@@ -14,7 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# ``\A``/``\Z``, not ``^``/``$``: ``$`` also matches before a trailing newline, so
+# ``"+15550100123\n"`` would pass ``E164.match``. (The ``pattern=`` fields below are checked
+# by pydantic's Rust regex engine, whose ``$`` is the end of the text.)
+E164 = re.compile(r"\A\+[1-9]\d{6,14}\Z")
 
 
 class Channel(StrEnum):
@@ -132,8 +135,11 @@ class QueuedNotification(NotificationRequest):
 
 
 class FailedNotification(NotificationRequest):
-    """Published to ``herald.failed`` when a send cycle ends ``failed``: the full request,
-    whose it is, and the last error, for downstream consumers and ``herald dead replay``.
+    """Published to ``herald.failed`` when a send cycle ends ``failed``: the full request
+    (``fallback`` included, so a replay may fall back as the first cycle could), whose it
+    is, and the last error, for downstream consumers and ``herald dead replay``.
+
+    ``fallback`` defaults to none: messages published before it was carried still decode.
     """
 
     id: uuid.UUID

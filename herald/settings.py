@@ -159,6 +159,11 @@ class Settings(BaseSettings):
             if value is not None
         }
 
+    # --- Worker shutdown ---
+    # On SIGTERM a worker lets in-flight tasks finish this long; it exits a few seconds
+    # later at the latest, whatever the Temporal server does.
+    worker_shutdown_seconds: float = Field(default=30.0, gt=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -3,15 +3,18 @@
 ``core`` runs ``NotificationWorkflow`` and its cheap local steps (recipients, templates,
 status). Each channel queue runs only its provider activity, so a channel scales by
 starting more of its workers. SIGTERM stops polling and lets in-flight activities
-finish (up to the grace period) before the process exits; anything still running then
-is retried by Temporal on another worker.
+finish (up to ``HERALD_WORKER_SHUTDOWN_SECONDS``) before the process exits; anything
+still running then is retried by Temporal on another worker. The process is gone by the
+end of the grace period and ``SHUTDOWN_MARGIN`` whatever the Temporal server does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -22,9 +25,8 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.failures import FailureActivities
-from activities.providers.base import Provider, ProviderActivity
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
-from activities.providers.failover import channel_providers
+from activities.providers.failover import ProviderChain, channel_providers
 from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
 from activities.templates import TemplateActivities
@@ -40,7 +42,11 @@ from workflows.notification import NotificationWorkflow
 log = logging.getLogger(__name__)
 
 QUEUES = ("core", "email", "sms", "push")
-GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+# After the grace period the SDK cancels what still runs and hands back every result.
+# With Temporal unreachable it retries each hand-back in turn (about ten seconds per
+# task), so a core worker holding many workflow tasks took minutes to stop. What was not
+# handed back by the end of this margin is retried by Temporal, as after a crash.
+SHUTDOWN_MARGIN = timedelta(seconds=5)
 
 
 def core_worker(
@@ -76,14 +82,14 @@ def core_worker(
         activities=activities,
         max_concurrent_activities=concurrency,
         max_concurrent_local_activities=concurrency,
-        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        graceful_shutdown_timeout=grace_period(settings),
         interceptors=[CorrelationInterceptor()],
     )
 
 
 def channel_activity(
     channel: Channel, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient
-) -> tuple[Provider, Any]:
+) -> tuple[ProviderChain, Any]:
     """The channel's providers (in failover order, each behind a circuit breaker) and
     its registered activity."""
     provider = channel_providers(channel, settings, http)
@@ -92,6 +98,31 @@ def channel_activity(
     if channel is Channel.sms:
         return provider, SmsActivities(provider, engine).send_sms
     return provider, PushActivities(provider, engine).send_push
+
+
+def grace_period(settings: Settings) -> timedelta:
+    """How long in-flight tasks may finish after SIGTERM."""
+    return timedelta(seconds=settings.worker_shutdown_seconds)
+
+
+def exit_hard_after(deadline: timedelta, queue: str) -> threading.Timer:
+    """Arm a hard exit of the process ``deadline`` from now; cancel it once shut down.
+
+    A thread, not a task: it fires even if the SDK's shutdown holds up the event loop.
+    """
+
+    def hard_exit() -> None:
+        log.error(
+            "worker shutdown did not finish in time; exiting now, Temporal retries the "
+            "tasks this worker still held",
+            extra={"queue": queue, "after_seconds": deadline.total_seconds()},
+        )
+        os._exit(1)
+
+    timer = threading.Timer(deadline.total_seconds(), hard_exit)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def channel_rate(channel: Channel, settings: Settings) -> float | None:
@@ -123,7 +154,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         timeout=settings.provider_timeout_seconds,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
     )
-    provider: ProviderActivity | Provider | None = None
+    provider: ProviderChain | None = None
     publisher: amqp.Publisher | None = None
     if queue == "core":
         publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
@@ -136,7 +167,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
             activities=[activity],
             max_concurrent_activities=concurrency,
             max_task_queue_activities_per_second=channel_rate(Channel(queue), settings),
-            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            graceful_shutdown_timeout=grace_period(settings),
             interceptors=[CorrelationInterceptor()],
         )
 
@@ -148,7 +179,8 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         if metrics:
             metrics.ready.clear()
         log.info("worker stopping: finishing in-flight tasks", extra={"queue": queue})
-    if isinstance(provider, Provider):
+        watchdog = exit_hard_after(grace_period(settings) + SHUTDOWN_MARGIN, queue)
+    if provider is not None:
         await provider.close()
     await http.aclose()
     if publisher is not None:
@@ -156,4 +188,5 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
     await engine.dispose()
     if metrics:
         metrics.stop()
+    watchdog.cancel()
     log.info("worker stopped", extra={"queue": queue})

@@ -393,6 +393,8 @@ class NotificationWorkflow:
                 locale=request.locale,
                 data=request.data,
                 send_at=request.send_at,
+                # So that ``herald dead replay`` resends it with the channels it may fall back to.
+                fallback=request.fallback,
                 cycle=self._cycle,
                 attempts=self._attempts,
                 last_error=self._last_error or "failed",

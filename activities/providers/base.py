@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -34,6 +34,9 @@ from herald.contracts import (
     sent_detail,
 )
 from herald.metrics import ATTEMPTS, NOTIFICATIONS, PROVIDER_LATENCY
+
+if TYPE_CHECKING:  # the chain is built of this module's providers
+    from activities.providers.failover import ProviderChain
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +97,15 @@ class Provider(ABC):
     async def deliver(self, request: SendRequest) -> str:
         """Deliver one message and return the provider's message id."""
 
-    async def deliver_via(self, request: SendRequest) -> Delivery:
-        """Deliver one message and say which provider accepted it (a chain overrides this)."""
-        return Delivery(provider=self.name, message_id=await self.deliver(request))
-
     async def close(self) -> None:  # noqa: B027 - most providers hold nothing of their own
         """Release connections held by the provider."""
 
 
 class ProviderActivity:
-    """Runs a provider under Herald's failure policy; built once per channel worker."""
+    """Runs a channel's providers under Herald's failure policy; built once per channel
+    worker."""
 
-    def __init__(self, provider: Provider, engine: AsyncEngine | None) -> None:
+    def __init__(self, provider: ProviderChain, engine: AsyncEngine | None) -> None:
         self.provider = provider
         self._engine = engine
 

@@ -37,8 +37,9 @@ class Route:
     breaker: CircuitBreaker
 
 
-class ProviderChain(Provider):
-    """The providers of one channel in order of preference."""
+class ProviderChain:
+    """The providers of one channel in order of preference: what a provider activity
+    delivers through."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
         if not routes:
@@ -46,12 +47,8 @@ class ProviderChain(Provider):
         self.routes = list(routes)
         self.name = "/".join(route.provider.name for route in self.routes)
 
-    async def deliver(self, request: SendRequest) -> str:
-        """Deliver through the first provider that can; see :meth:`deliver_via`."""
-        return (await self.deliver_via(request)).message_id
-
     async def deliver_via(self, request: SendRequest) -> Delivery:
-        """Deliver and say which provider did it."""
+        """Deliver through the first provider that can, and say which one did it."""
         retry_in: list[float] = []
         refused: ProviderError | None = None
         for route in self.routes:

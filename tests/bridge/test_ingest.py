@@ -204,6 +204,43 @@ async def test_a_notification_that_fails_for_good_is_published_and_resent_by_rep
     assert again.returncode == 1 and "nothing to replay" in again.stdout
 
 
+async def test_a_replayed_failed_notification_keeps_its_fallback(
+    stack: Stack, bridge: ManagedProcess, engine: AsyncEngine, tenant: Tenant, sinks: Sinks
+) -> None:
+    settings = stack.settings
+    user = await tenant.user()
+    key = f"fallback-{new_run_id()}"
+    await tenant.template("sms", "n={{ n }}", None, key=key)
+    await tenant.template("email", "<p>n={{ n }}</p>", "Message {{ n }}", key=key)
+    # Both refusals are final and the recipient's, so no circuit breaker opens.
+    sinks.state.add_rule(Rule(match=user["phone"], always=400))
+    mailbox_full = sinks.state.add_rule(Rule(match=user["email"], always="552 5.2.2 full"))
+    request = QueuedNotification(
+        id=uuid.uuid4(),
+        tenant=tenant.name,
+        channel=Channel.sms,
+        fallback=[Channel.email],
+        user_id=user["id"],
+        template=key,
+        data={"n": 1},
+    )
+    async with NotificationProducer(settings=settings) as producer:
+        await producer.publish(request)
+    await wait_statuses(engine, [request.id], "failed", timeout=60)
+    await wait_dead(settings, {str(request.id)}, queue=amqp.FAILED)
+
+    sinks.state.rules.remove(mailbox_full)  # email recovers; SMS is still down
+    replay = herald_cli(settings, "dead", "replay", str(request.id), "--queue", "failed")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "resent" in replay.stdout
+
+    # The resent cycle is refused on SMS again and falls back to email, as first asked.
+    await wait_statuses(engine, [request.id], "sent", timeout=60)
+    (mail,) = sinks.state.received("email", to=user["email"])
+    assert "n=1" in mail.body
+    assert sinks.state.received("sms", to=user["phone"]) == []
+
+
 async def test_unroutable_publishes_are_errors(stack: Stack) -> None:
     async with amqp.Publisher(stack.settings) as publisher:
         with pytest.raises(amqp.Unroutable, match="no queue bound"):
