@@ -221,6 +221,9 @@ _counter = itertools.count(1)
 class _HttpHandler(BaseHTTPRequestHandler):
     server: _ProviderServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK of the headers, some 40 ms per answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -264,6 +267,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self._answer(
                 status,
                 {"code": 20000 + status, "message": f"sink answered {status}", "status": status},
+                headers,
             )
         else:
             self._answer(
@@ -275,6 +279,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
                         "status": "UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT",
                     }
                 },
+                headers,
             )
 
     def _twilio(self, path: str, raw: bytes) -> None:
@@ -401,8 +406,9 @@ class Sinks:
         self.host = host
         self._smtp = Controller(_SmtpHandler(self.state), hostname=host, port=smtp_port)
         self._http = _ProviderServer((host, http_port), self.state, sms_token, push_token)
+        # A short poll interval so that stop() returns at once rather than in half a second.
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="provider-sink", daemon=True
+            target=self._http.serve_forever, args=(0.05,), name="provider-sink", daemon=True
         )
 
     @property
