@@ -39,6 +39,7 @@ async def replay(histories: Iterable[WorkflowHistory]) -> tuple[int, list[str]]:
         data_converter=pydantic_data_converter,
         interceptors=[CorrelationInterceptor()],
     )
+
     async def each() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
             yield history
