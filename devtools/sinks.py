@@ -3,7 +3,10 @@ that speaks the Twilio Messages and FCM HTTP v1 protocols.
 
 ``herald dev`` runs them so a fresh machine can send without accounts anywhere, and the
 tests use them with fault rules (fail the next N, always fail, be slow) per recipient.
-Everything received is kept in memory and shown at ``GET /_sink/messages``.
+Everything received is kept in memory and shown at ``GET /_sink/messages``, with when
+each request arrived and when the sink accepted it; every request that reached a sink,
+whatever it was answered, is kept too (``SinkState.requests``), so a test can tell which
+attempt of a send produced which copy.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import email.policy
 import itertools
 import json
 import random
+import re
 import threading
 import time
 import uuid
@@ -45,7 +49,8 @@ class Rule:
 
 @dataclass
 class Received:
-    """One message the sink accepted."""
+    """One message the sink accepted: ``at`` when it accepted it, ``arrived_at`` when the
+    request reached it (earlier by any delay a rule imposed)."""
 
     channel: str
     to: str
@@ -55,12 +60,32 @@ class Received:
     message_id: str | None = None
     raw: Any = None
     at: float = field(default_factory=time.time)
+    arrived_at: float | None = None
+
+    @property
+    def held(self) -> float:
+        """Seconds between the request's arrival and the sink's acceptance."""
+        return self.at - (self.arrived_at if self.arrived_at is not None else self.at)
 
     def public(self) -> dict[str, Any]:
         """A JSON-friendly view."""
         return {
             key: value for key, value in self.__dict__.items() if key != "raw" and value is not None
         }
+
+
+@dataclass(frozen=True)
+class SinkRequest:
+    """One request that reached a sink (one provider attempt), whatever it was answered."""
+
+    channel: str
+    to: str
+    idempotency_key: str | None
+    at: float
+    # What the sink decided: None to accept, else the failure it answered.
+    failure: str | int | None
+    # Seconds the sink held its answer back (a slow or timing-out provider).
+    delay: float = 0.0
 
 
 class SinkState:
@@ -71,6 +96,7 @@ class SinkState:
         self.messages: list[Received | _UnreadEmail] = []
         self.attempts: dict[str, int] = {}
         self.rules: list[Rule] = []
+        self.requests: list[SinkRequest] = []
         self.transient_rate = 0.0
         self.timeout_rate = 0.0
         self.timeout_seconds = 15.0
@@ -82,29 +108,35 @@ class SinkState:
             self.rules.append(rule)
         return rule
 
-    def reset(self) -> None:
-        """Forget messages, attempts and rules."""
+    def decide(
+        self,
+        recipient: str,
+        channel: str = "",
+        key: str | None = None,
+        arrived: float | None = None,
+    ) -> tuple[str | int | None, Rule | None]:
+        """The failure to answer with (None: accept) and the rule that decided it; the
+        request is logged in ``requests`` with its idempotency ``key`` and arrival time."""
         with self._lock:
-            self.messages.clear()
-            self.attempts.clear()
-            self.rules.clear()
-            self.transient_rate = self.timeout_rate = 0.0
-
-    def decide(self, recipient: str) -> tuple[str | int | None, Rule | None]:
-        """The failure to answer with (None: accept) and the rule that decided it."""
-        with self._lock:
+            arrived = time.time() if arrived is None else arrived
             self.attempts[recipient] = self.attempts.get(recipient, 0) + 1
-            for rule in self.rules:
-                if rule.match in recipient:
-                    if rule.fail_with:
-                        return rule.fail_with.pop(0), rule
-                    return rule.always, rule
-            roll = self._random.random()
-            if roll < self.timeout_rate:
-                return None, Rule(match="", delay=self.timeout_seconds)
-            if roll < self.timeout_rate + self.transient_rate:
-                return "transient", None
-            return None, None
+            failure, rule = self._decide(recipient)
+            delay = rule.delay if rule is not None else 0.0
+            self.requests.append(SinkRequest(channel, recipient, key, arrived, failure, delay))
+            return failure, rule
+
+    def _decide(self, recipient: str) -> tuple[str | int | None, Rule | None]:
+        for rule in self.rules:
+            if rule.match in recipient:
+                if rule.fail_with:
+                    return rule.fail_with.pop(0), rule
+                return rule.always, rule
+        roll = self._random.random()
+        if roll < self.timeout_rate:
+            return None, Rule(match="", delay=self.timeout_seconds)
+        if roll < self.timeout_rate + self.transient_rate:
+            return "transient", None
+        return None, None
 
     def record(self, message: Received | _UnreadEmail) -> None:
         """Keep an accepted message."""
@@ -125,21 +157,30 @@ class SinkState:
             ]
 
 
+# The Message-ID header, read without parsing the whole message (the SMTP server logs
+# every attempt's key as it arrives; full parsing waits until a test reads the message).
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
 class _SmtpHandler:
     def __init__(self, state: SinkState) -> None:
         self.state = state
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        arrived = time.time()
         recipient = ",".join(envelope.rcpt_tos)
-        failure, rule = self.state.decide(recipient)
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        headers = content.split(b"\r\n\r\n", 1)[0]
+        found = _MESSAGE_ID.search(headers)
+        key = found.group(1).decode(errors="replace") if found else None
+        failure, rule = self.state.decide(recipient, "email", key, arrived)
         if rule is not None and rule.delay:
             await asyncio.sleep(rule.delay)
         if failure == "transient":
             failure = "451 4.3.0 temporary failure, try again later"
         if failure is not None:
             return str(failure)
-        content = envelope.content if isinstance(envelope.content, bytes) else b""
-        self.state.record(_UnreadEmail(to=recipient, content=content))
+        self.state.record(_UnreadEmail(to=recipient, content=content, arrived_at=arrived))
         return "250 2.0.0 OK queued"
 
 
@@ -149,6 +190,7 @@ class _UnreadEmail:
 
     to: str
     content: bytes
+    arrived_at: float
     at: float = field(default_factory=time.time)
 
     def parse(self) -> Received:
@@ -164,6 +206,7 @@ class _UnreadEmail:
             body=_email_text(parsed),
             raw=parsed,
             at=self.at,
+            arrived_at=self.arrived_at,
         )
 
 
@@ -178,6 +221,9 @@ _counter = itertools.count(1)
 class _HttpHandler(BaseHTTPRequestHandler):
     server: _ProviderServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK of the headers, some 40 ms per answer.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -221,6 +267,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self._answer(
                 status,
                 {"code": 20000 + status, "message": f"sink answered {status}", "status": status},
+                headers,
             )
         else:
             self._answer(
@@ -232,6 +279,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
                         "status": "UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT",
                     }
                 },
+                headers,
             )
 
     def _twilio(self, path: str, raw: bytes) -> None:
@@ -246,10 +294,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 400, {"code": 21604, "message": "A 'To' and 'Body' are required", "status": 400}
             )
             return
-        if self._misbehave(form["To"], "sms"):
+        key = self.headers.get("I-Twilio-Idempotency-Token") or self.headers.get("Idempotency-Key")
+        arrived = time.time()
+        if self._misbehave(form["To"], "sms", key, arrived):
             return
         message_sid = f"SM{uuid.uuid4().hex}"
-        key = self.headers.get("I-Twilio-Idempotency-Token") or self.headers.get("Idempotency-Key")
         self.server.state.record(
             Received(
                 channel="sms",
@@ -258,6 +307,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 idempotency_key=key,
                 message_id=message_sid,
                 raw=form,
+                arrived_at=arrived,
             )
         )
         self._answer(
@@ -299,7 +349,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 },
             )
             return
-        if self._misbehave(token, "push"):
+        key = (message.get("data") or {}).get("herald_id")
+        arrived = time.time()
+        if self._misbehave(token, "push", key, arrived):
             return
         notification = message.get("notification", {})
         name = f"projects/sink/messages/{next(_counter)}"
@@ -309,15 +361,16 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 to=token,
                 subject=notification.get("title"),
                 body=notification.get("body", ""),
-                idempotency_key=(message.get("data") or {}).get("herald_id"),
+                idempotency_key=key,
                 message_id=name,
                 raw=message,
+                arrived_at=arrived,
             )
         )
         self._answer(200, {"name": name})
 
-    def _misbehave(self, recipient: str, channel: str) -> bool:
-        failure, rule = self.server.state.decide(recipient)
+    def _misbehave(self, recipient: str, channel: str, key: str | None, arrived: float) -> bool:
+        failure, rule = self.server.state.decide(recipient, channel, key, arrived)
         if rule is not None and rule.delay:
             time.sleep(rule.delay)
         if failure is None:
@@ -353,8 +406,9 @@ class Sinks:
         self.host = host
         self._smtp = Controller(_SmtpHandler(self.state), hostname=host, port=smtp_port)
         self._http = _ProviderServer((host, http_port), self.state, sms_token, push_token)
+        # A short poll interval so that stop() returns at once rather than in half a second.
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="provider-sink", daemon=True
+            target=self._http.serve_forever, args=(0.05,), name="provider-sink", daemon=True
         )
 
     @property

@@ -72,8 +72,11 @@ def stack(settings: Settings, run_dir: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_sink_rules(sinks: Sinks) -> None:
-    sinks.state.rules.clear()
+def _clean_sink_rules(request: pytest.FixtureRequest) -> None:
+    # Only for tests that use the session's sinks: the fast tests start nothing.
+    if "sinks" in request.fixturenames:
+        sinks: Sinks = request.getfixturevalue("sinks")
+        sinks.state.rules.clear()
 
 
 async def _tenant(stack: Stack, name: str) -> Tenant:

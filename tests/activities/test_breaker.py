@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from herald.breaker import BreakerState, CircuitBreaker
+
+pytestmark = pytest.mark.fast
 
 
 class Clock:

@@ -12,6 +12,8 @@ from activities.providers.failover import ProviderChain, Route
 from herald.breaker import BreakerState, CircuitBreaker
 from herald.contracts import Channel, RenderedMessage, SendRequest
 
+pytestmark = pytest.mark.fast
+
 
 class Scripted(Provider):
     """Answers from a script: an exception to raise, or a message id."""

@@ -68,7 +68,7 @@ async def test_a_bomb_that_needs_the_data_fails_the_notification_quickly(tenant:
         "sms", "{% for a in xs %}{% for b in xs %}{{ a }}{% endfor %}{% endfor %}", None
     )
     nid = await tenant.send("sms", user["id"], key, {"xs": list(range(3000))})
-    final = await wait_for_status(tenant.client, nid, timeout=20)
+    final = await wait_for_status(tenant.client, nid, timeout=60)
     assert final["status"] == "failed"
     assert "refused unsafe template operation" in final["last_error"]
 

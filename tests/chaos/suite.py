@@ -18,7 +18,8 @@ import re
 import subprocess
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, herald_argv
-from devtools.sinks import Received, Sinks
+from devtools.sinks import Received, SinkRequest, Sinks
 from herald.contracts import Channel, QueuedNotification, workflow_id_for
 from herald.db import Notification, make_engine
 from herald.migrate import drop_database, ensure_database, upgrade
@@ -100,6 +101,9 @@ class ChaosRun:
         self.run_id = new_run_id()
         self.dir = config.work_dir.resolve() / self.run_id
         self.events: list[tuple[float, str]] = []
+        # When each process type was down: SIGKILL to restart for the Temporal server, the
+        # instant of the SIGKILL for a Herald process (its in-flight work dies with it).
+        self.outages: dict[str, list[Outage]] = defaultdict(list)
         self.kills: Counter[str] = Counter()
         self.restarts: Counter[str] = Counter()
         self.server: TemporalDevServer | None = None
@@ -266,7 +270,9 @@ class ChaosRun:
     async def _kill(self, name: str) -> None:
         assert self.stack is not None
         process = self.stack.processes[name]
+        before = time.time()
         process.kill()
+        self.outages[name].append((before, time.time()))
         self.kills[name] += 1
         self._note(f"SIGKILL {name}")
         await asyncio.sleep(self.random.uniform(0.5, 1.5))
@@ -274,12 +280,16 @@ class ChaosRun:
 
     async def _restart_temporal(self) -> None:
         assert self.server is not None
-        self.server.stop(kill=True)
-        self.restarts["temporal"] += 1
-        self._note("SIGKILL temporal dev server")
-        await asyncio.sleep(1.0)
-        await asyncio.to_thread(self.server.start)
-        self._note("temporal dev server back")
+        down = time.time()
+        try:
+            self.server.stop(kill=True)
+            self.restarts["temporal"] += 1
+            self._note("SIGKILL temporal dev server")
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(self.server.start)
+            self._note("temporal dev server back")
+        finally:
+            self.outages["temporal"].append((down, time.time()))
 
     async def _restart_rabbitmq(self) -> None:
         self.restarts["rabbitmq"] += 1
@@ -373,26 +383,6 @@ class ChaosRun:
         await asyncio.gather(*(check(i) for i in rows))
         return mismatched
 
-    def killed_in_flight(self, key: str) -> bool:
-        """Whether a kill landed while the first copy of ``key`` was being sent.
-
-        The sink keeps a message when it answers, at most its slowest delay after the
-        send began, and the sender records the outcome just after: a SIGKILL of that
-        channel's worker (or of the Temporal server) in that window can leave Temporal
-        retrying an attempt whose message already arrived, with the same key.
-        """
-        assert self.sinks is not None
-        copies = [m for m in self.sinks.state.received() if _key(m) == key]
-        if not copies:
-            return False
-        first = min(copies, key=lambda m: m.at)
-        culprits = {f"SIGKILL worker-{first.channel}", "SIGKILL temporal dev server"}
-        slowest = self.sinks.state.timeout_seconds + 1.0
-        return any(
-            what in culprits and first.at - slowest <= at <= first.at + 2.0
-            for at, what in self.events
-        )
-
     def deliveries(self) -> list[tuple[str, str]]:
         """``(channel, idempotency key)`` of every message the sinks accepted."""
         assert self.sinks is not None
@@ -415,10 +405,12 @@ class ChaosRun:
         per_key = Counter(key for _, key in deliveries)
         sent = {i for i, row in rows.items() if row["status"] in ("sent", "delivered")}
         duplicated = {key: n for key, n in per_key.items() if n > 1}
-        unexplained = sorted(
-            key
-            for key in duplicated
-            if key in rows and rows[key]["attempts"] <= 1 and not self.killed_in_flight(key)
+        assert self.sinks is not None
+        unexplained = unexplained_copies(
+            self.sinks.state.received(),
+            self.sinks.state.requests,
+            self.outages,
+            provider_timeout=settings.provider_timeout_seconds,
         )
         unknown = sorted(set(per_key) - accepted)
         return {
@@ -446,10 +438,8 @@ class ChaosRun:
             "raw_deliveries": len(deliveries),
             "raw_duplicates": sum(n - 1 for n in duplicated.values()),
             "duplicated_keys": len(duplicated),
-            "duplicates_in_kill_window": sum(
-                1 for key in duplicated if key in rows and self.killed_in_flight(key)
-            ),
-            "unexplained_duplicates": len(unexplained),
+            "unexplained_duplicates": sum(unexplained.values()),
+            "unexplained_examples": sorted(unexplained)[:5],
             "unknown_keys": len(unknown),
             "agreement_mismatches": len(mismatched),
             "agreement_examples": mismatched[:5],
@@ -468,10 +458,70 @@ class ChaosRun:
         return await self.verify(settings, out, started)
 
 
-def _key(message: Received) -> str:
+def _key(message: Received | SinkRequest) -> str:
+    """The notification's key, whichever way the provider protocol carries it."""
     key = message.idempotency_key or ""
     match = _EMAIL_KEY.match(key)
     return match.group(1) if match else key
+
+
+# A stretch of time (start, end, epoch seconds) during which a process was down.
+Outage = tuple[float, float]
+
+
+def unexplained_copies(
+    copies: Iterable[Received],
+    requests: Iterable[SinkRequest],
+    outages: Mapping[str, Sequence[Outage]],
+    *,
+    provider_timeout: float,
+) -> Counter[str]:
+    """Per notification key, the duplicate copies at the sinks that no injected fault
+    explains (a key absent from the answer was delivered once, or only explicably more).
+
+    Of the copies of one key, the last to arrive is the delivery that counts. Every
+    earlier copy came from an attempt that Temporal then ran again, which is legitimate
+    only if that attempt may have looked failed:
+
+    - the sink held its answer for at least the provider timeout (an injected timeout,
+      or a provider that slow), so the sender gave up on it and retried; or
+    - a SIGKILL of that channel's worker, or the Temporal server being down, overlapped
+      the time from the copy's arrival at the sink to the next attempt of the same send
+      reaching a sink: the attempt's outcome died with the worker or the server, and
+      Temporal ran it again after the send timeout.
+
+    Anything else (say, a retried notification sent twice with nothing killed in
+    between) is a duplicate from Herald.
+    """
+    by_key: dict[str, list[Received]] = defaultdict(list)
+    for copy in copies:
+        by_key[_key(copy)].append(copy)
+    arrivals: dict[str, list[float]] = defaultdict(list)
+    for request in requests:
+        arrivals[_key(request)].append(request.at)
+    unexplained: Counter[str] = Counter()
+    for key, found in by_key.items():
+        if len(found) < 2:
+            continue
+        found.sort(key=_arrival)
+        later = sorted(arrivals[key])
+        for copy in found[:-1]:
+            arrived = _arrival(copy)
+            if copy.held >= provider_timeout:
+                continue
+            next_attempt = next((at for at in later if at > arrived), float("inf"))
+            culprits = (f"worker-{copy.channel}", "temporal")
+            if not any(
+                start <= next_attempt and end >= arrived
+                for culprit in culprits
+                for start, end in outages.get(culprit, ())
+            ):
+                unexplained[key] += 1
+    return unexplained
+
+
+def _arrival(copy: Received) -> float:
+    return copy.arrived_at if copy.arrived_at is not None else copy.at
 
 
 def _rabbitmqctl(command: str) -> None:

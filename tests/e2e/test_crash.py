@@ -9,7 +9,7 @@ from devtools.sinks import Rule, Sinks
 from tests.harness import Stack, Tenant, wait_for_status
 
 
-async def _wait_for_attempt(sinks: Sinks, recipient: str, count: int, timeout: float = 30) -> None:
+async def _wait_for_attempt(sinks: Sinks, recipient: str, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while sinks.state.attempts.get(recipient, 0) < count:
         assert time.monotonic() < deadline, f"no attempt {count} reached the sink"

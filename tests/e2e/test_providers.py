@@ -9,6 +9,7 @@ provider, each on its own sink, so one can fail while the other works.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,6 +35,13 @@ from tests.harness import test_settings as settings_for_run
 BREAKER_THRESHOLD = 3
 BREAKER_RESET = 5.0
 EMAIL_RATE = 2.0
+# Temporal's task-queue rate limit lets one second's worth of the rate go at once (its
+# burst duration; the dev server has one partition per queue), and matching's GCRA lets
+# a task go the moment the queue is no longer ahead of its schedule: one more.
+EMAIL_BURST = math.ceil(EMAIL_RATE * 1.0) + 1
+# How far apart the sink may see two sends that Temporal dispatched together: each send's
+# own latency (worker scheduling, SMTP conversation) on a loaded two-core machine.
+SEND_JITTER = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -171,32 +179,52 @@ async def test_breaker_rides_out_a_30s_outage_probing_once_per_timeout(
     ]
     opened = [at for at, state in transitions if state == "open"]
     probes = [at for at, state in transitions if state == "half_open" and at < up_at]
-    time_to_open = opened[0] - down_at
+    assert opened and opened[0] < up_at, "the breaker never opened during the outage"
+    # Calls that reached the dead provider before the breaker opened: the threshold's
+    # worth, plus the sends already under way when it did (counted by the provider).
+    calls_until_open = sum(
+        1 for r in primary.state.requests if r.to in tokens and r.at <= opened[0]
+    )
     print(
-        f"breaker: opened {time_to_open:.2f}s after the outage began, "
+        f"breaker: opened after {calls_until_open} provider calls, "
         f"{len(probes)} probes in {up_at - down_at:.0f}s, "
         f"{attempts_during_outage} provider calls during the outage, "
         f"recovered {max(f['updated_at'] for f in finals)}"
     )
-    assert time_to_open < 3.0
-    # At most one probe per reset period while open (plus the one that found it back).
+    assert calls_until_open <= BREAKER_THRESHOLD + len(ids)
+    # At most one probe per reset period while open (plus the one that found it back);
+    # a slower machine only makes fewer.
     assert len(probes) <= (up_at - down_at) / BREAKER_RESET + 1
     # The calls that opened it, then probes only: no hammering.
     assert attempts_during_outage <= BREAKER_THRESHOLD + len(ids) + len(probes)
     assert transitions[-1][1] == "closed"
 
 
+def busiest(times: list[float], window: float) -> int:
+    """The most of ``times`` that fall within any ``window`` seconds (ends included)."""
+    ordered = sorted(times)
+    return max(
+        sum(1 for later in ordered[i:] if later - start <= window)
+        for i, start in enumerate(ordered)
+    )
+
+
 async def test_email_sending_rate_is_limited_across_the_channel(
     client: Tenant, primary: Sinks
 ) -> None:
-    users = [await client.user() for _ in range(8)]
+    """Emails the sink received, by its own clock: however they are spread, no stretch of
+    time holds more than the rate allows plus Temporal's burst (and the sends' jitter).
+    Without the limit, all of them would land within a second or two."""
+    users = [await client.user() for _ in range(12)]
     key = await client.template("email", "<p>Hi</p>", "Hi")
     ids = [await client.send("email", user["id"], key) for user in users]
     for nid in ids:
-        assert (await wait_for_status(client.client, nid, timeout=60))["status"] == "sent"
-    times = sorted(
-        m.at for user in users for m in primary.state.received("email", to=user["email"])
-    )
-    spread = times[-1] - times[0]
-    print(f"8 emails at {EMAIL_RATE}/s took {spread:.2f}s")
-    assert spread >= (len(times) - 1) / EMAIL_RATE * 0.7
+        assert (await wait_for_status(client.client, nid, timeout=120))["status"] == "sent"
+    times = [m.at for user in users for m in primary.state.received("email", to=user["email"])]
+    assert len(times) == len(users)
+
+    spread = max(times) - min(times)
+    print(f"{len(times)} emails at {EMAIL_RATE}/s over {spread:.2f}s")
+    for window in (1.0, 2.0, 4.0, spread):
+        allowed = EMAIL_BURST + EMAIL_RATE * (window + SEND_JITTER)
+        assert busiest(times, window) <= allowed, (window, sorted(times))

@@ -82,7 +82,7 @@ async def start_retrying(tenant: Tenant, sinks: Sinks, temporal: Client) -> str:
     notification_id = await tenant.send("sms", user["id"], key, {"code": "4711"})
     await wait_for_status(tenant.client, notification_id, {"retrying"})
     query = f'WorkflowId="{workflow_id_for(notification_id)}" AND HeraldStatus="retrying"'
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while not [w async for w in temporal.list_workflows(query)]:
         assert time.monotonic() < deadline, "visibility never said retrying"
         await asyncio.sleep(0.3)

@@ -41,7 +41,7 @@ def listed(server: TemporalDevServer, query: str) -> set[str]:
 
 
 async def eventually_listed(
-    server: TemporalDevServer, query: str, expected: set[str], timeout: float = 20.0
+    server: TemporalDevServer, query: str, expected: set[str], timeout: float = 60.0
 ) -> set[str]:
     """Visibility is eventually consistent: poll until ``expected`` all show up."""
     deadline = time.monotonic() + timeout

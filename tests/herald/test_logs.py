@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from herald.logs import HeraldJsonFormatter, current_context, log_context, redact
+
+pytestmark = pytest.mark.fast
 
 
 def formatted(record: logging.LogRecord) -> dict[str, object]:

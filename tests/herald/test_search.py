@@ -7,9 +7,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from devtools.devserver import SEARCH_ATTRIBUTES, TemporalDevServer
 from herald import search
 from herald.contracts import Channel, NotificationInput, Status
+
+pytestmark = pytest.mark.fast
 
 
 def notification(**fields: object) -> NotificationInput:

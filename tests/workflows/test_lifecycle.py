@@ -126,7 +126,7 @@ async def test_cancel_during_retry_backoff_stops_further_attempts(
     response = await tenant.client.post(f"/v1/notifications/{nid}/cancel")
     assert response.status_code == 202, response.text
 
-    final = await wait_for_status(tenant.client, nid, timeout=15)
+    final = await wait_for_status(tenant.client, nid, timeout=60)
     assert final["status"] == "cancelled"
     assert statuses(await events(tenant.client, nid))[-1] == "cancelled"
     await asyncio.sleep(2)

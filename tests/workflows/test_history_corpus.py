@@ -1,0 +1,56 @@
+"""Notifications already running must keep running after a deploy: every history in
+``tests/workflows/histories/`` was recorded from a real run of an earlier (or the
+current) ``NotificationWorkflow``, and each must replay, inside Temporal's sandbox,
+against the workflow code of today. A change that breaks them fails here; guard it with
+``workflow.patched`` (or a new workflow type) rather than re-recording the old files.
+
+Re-recording, after a deliberate change of the workflow that running notifications can
+no longer follow, or to add the paths of a new version:
+
+1. Set ``VERSION`` in ``tests/workflows/replaying.py`` to the next one (``v2``, ...) so
+   the older files are kept beside the new ones (delete old ones only once no
+   notification of that version can still be running).
+2. Run ``HERALD_RECORD_HISTORIES=1 ./scripts/test tests/workflows/test_replay.py -s``:
+   it drives one notification down every path on a real dev server, replays them and
+   writes ``<VERSION>-<path>.json`` (``WorkflowHistory.to_json()``).
+3. Commit the new JSON files.
+
+Needs no services: the histories replay in this process.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.workflows.replaying import CORPUS, load_corpus, replay
+
+pytestmark = pytest.mark.fast
+
+PATHS = {
+    "clean-send",
+    "retried-send",
+    "scheduled-send",
+    "cancelled-while-scheduled",
+    "fallback",
+    "failed-after-retries",
+    "failed-render",
+    "suppressed",
+    "resend-cycle-2",
+    "continued-as-new",
+    "continued-as-new-cycle-2",
+}
+
+
+def test_the_corpus_has_every_path_of_the_first_version() -> None:
+    recorded = {path.stem for path in CORPUS.glob("*.json")}
+
+    assert {f"v1-{name}" for name in PATHS} <= recorded
+
+
+async def test_every_recorded_history_replays_in_the_sandbox() -> None:
+    histories = load_corpus()
+
+    replayed, failures = await replay(histories)
+
+    assert failures == []
+    assert replayed == len(histories) >= len(PATHS)

