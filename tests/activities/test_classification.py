@@ -16,9 +16,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.providers.base import Provider, ProviderActivity, ProviderError
 from activities.providers.email import SmtpProvider
+from activities.providers.failover import ProviderChain, Route
 from activities.providers.push import FcmProvider
 from activities.providers.sms import TwilioProvider
 from devtools.sinks import Rule, Sinks
+from herald.breaker import CircuitBreaker
 from herald.contracts import Channel, RenderedMessage, SendRequest
 from herald.ports import free_port
 from herald.settings import Settings
@@ -88,9 +90,14 @@ def standalone() -> ActivityEnvironment:
     return env
 
 
+def chain_of(provider: Provider) -> ProviderChain:
+    """The provider as a channel's only provider, behind a breaker of its own."""
+    return ProviderChain([Route(provider, CircuitBreaker(provider.name))])
+
+
 async def failure_of(provider: Provider, request: SendRequest) -> ApplicationError:
     """The error the provider activity hands Temporal for one attempt of ``request``."""
-    activity = ProviderActivity(provider, engine=None)
+    activity = ProviderActivity(chain_of(provider), engine=None)
     with pytest.raises(ApplicationError) as raised:
         await standalone().run(activity.send, request)
     await provider.close()
@@ -104,11 +111,12 @@ HTTP_CHANNELS = [Channel.sms, Channel.push]
 @pytest.mark.parametrize(
     ("status", "retried", "provider_fault"),
     [
-        (500, True, False),
-        (502, True, False),
-        (503, True, False),
-        (408, True, False),
-        (429, True, False),
+        (500, True, True),
+        (502, True, True),
+        (503, True, True),
+        (408, True, True),
+        (429, True, True),
+        # The provider answered: this message is refused, other recipients are fine.
         (400, False, False),
         (404, False, False),
         (422, False, False),
@@ -198,7 +206,9 @@ async def test_a_transient_failure_of_the_last_attempt_is_final(
 @pytest.mark.parametrize(
     ("reply", "retried", "provider_fault"),
     [
-        ("421 4.3.2 service shutting down", True, False),
+        # The relay itself is unwell: its breaker counts it.
+        ("421 4.3.2 service shutting down", True, True),
+        # Refusals of this one message: retried or final, never the relay's fault.
         ("451 4.3.0 temporary failure", True, False),
         ("452 4.2.2 mailbox full", True, False),
         ("550 5.1.1 no such user", False, False),
@@ -226,7 +236,9 @@ async def test_an_accepted_message_is_a_result_not_an_error(
     sinks: Sinks, http: httpx.AsyncClient
 ) -> None:
     request = request_to(Channel.sms)
-    activity = ProviderActivity(provider_for(Channel.sms, settings_for(sinks), http), None)
+    activity = ProviderActivity(
+        chain_of(provider_for(Channel.sms, settings_for(sinks), http)), None
+    )
 
     result = await standalone().run(activity.send, request)
 
