@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv, wait_http
 from devtools.sinks import Sinks
 from herald.db import make_engine
@@ -37,6 +38,17 @@ def rabbitmq_vhost(name: str, *, create: bool) -> None:
         subprocess.run(
             ["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True
         )
+
+
+def own_temporal(run_dir: Path, name: str) -> TemporalDevServer:
+    """A started Temporal dev server of one test module's own, which it may stop or kill
+    (file-backed under ``run_dir/name``, so a restart keeps its state)."""
+    return TemporalDevServer(
+        run_dir / name / "temporal.db",
+        port=free_port(),
+        headless=True,
+        log_file=run_dir / name / "temporal.log",
+    ).start()
 
 
 def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides: Any) -> Settings:

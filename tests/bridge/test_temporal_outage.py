@@ -13,25 +13,19 @@ from bridge.deadletters import list_dead
 from devtools.devserver import TemporalDevServer
 from devtools.sinks import Sinks
 from herald import amqp
-from herald.ports import free_port
 from tests.bridge.support import (
     FAST_RETRY,
     assert_all_sent_once,
     own_stack,
     publish_batch,
 )
-from tests.harness import Stack, new_run_id, new_tenant
+from tests.harness import Stack, new_run_id, new_tenant, own_temporal
 
 
 @pytest.fixture(scope="module")
 def outage_temporal(run_dir: Path) -> Iterator[TemporalDevServer]:
     """A Temporal dev server this module may stop (file-backed: it keeps its state)."""
-    server = TemporalDevServer(
-        run_dir / "temporal-outage" / "temporal.db",
-        port=free_port(),
-        headless=True,
-        log_file=run_dir / "temporal-outage" / "temporal.log",
-    ).start()
+    server = own_temporal(run_dir, "temporal-outage")
     yield server
     server.stop()
 

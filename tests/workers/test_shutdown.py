@@ -23,11 +23,10 @@ from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, wait_http
 from devtools.sinks import Rule, Sinks
 from herald.contracts import Channel, QueuedNotification, workflow_id_for
-from herald.ports import free_port
 from herald.producer import NotificationProducer
 from herald.temporal import connect
 from tests.bridge.support import FAST_RETRY, TcpProxy, own_stack
-from tests.harness import Stack, new_run_id, new_tenant
+from tests.harness import Stack, new_run_id, new_tenant, own_temporal
 from workers.main import SHUTDOWN_MARGIN
 
 GRACE = 2.0
@@ -41,12 +40,7 @@ STOPPED = ("worker-core", "worker-email", "worker-sms", "worker-push", "bridge")
 @pytest.fixture(scope="module")
 def doomed_temporal(run_dir: Path) -> Iterator[TemporalDevServer]:
     """A Temporal dev server this module kills."""
-    server = TemporalDevServer(
-        run_dir / "temporal-shutdown" / "temporal.db",
-        port=free_port(),
-        headless=True,
-        log_file=run_dir / "temporal-shutdown" / "temporal.log",
-    ).start()
+    server = own_temporal(run_dir, "temporal-shutdown")
     yield server
     server.stop()
 
