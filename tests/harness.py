@@ -107,6 +107,10 @@ class Stack:
         wait_http(f"{self.api_url}/healthz")
         return self
 
+    def wait_ready(self, name: str) -> None:
+        """Wait until a (re)started worker or bridge says it is ready on its metrics port."""
+        wait_http(f"http://127.0.0.1:{self.metrics_ports[name]}/readyz")
+
     def stop(self) -> None:
         """Stop every process gracefully."""
         for process in self.processes.values():

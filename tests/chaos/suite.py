@@ -405,6 +405,7 @@ class ChaosRun:
         per_key = Counter(key for _, key in deliveries)
         sent = {i for i, row in rows.items() if row["status"] in ("sent", "delivered")}
         duplicated = {key: n for key, n in per_key.items() if n > 1}
+        raw_duplicates = sum(n - 1 for n in duplicated.values())
         assert self.sinks is not None
         unexplained = unexplained_copies(
             self.sinks.state.received(),
@@ -436,8 +437,10 @@ class ChaosRun:
             "deliveries_match": set(per_key) == sent
             and len(per_key) == len(accepted) - statuses.get("suppressed", 0),
             "raw_deliveries": len(deliveries),
-            "raw_duplicates": sum(n - 1 for n in duplicated.values()),
+            "raw_duplicates": raw_duplicates,
             "duplicated_keys": len(duplicated),
+            # Copies explained by a kill, a Temporal outage or a provider timeout.
+            "explained_duplicates": raw_duplicates - sum(unexplained.values()),
             "unexplained_duplicates": sum(unexplained.values()),
             "unexplained_examples": sorted(unexplained)[:5],
             "unknown_keys": len(unknown),

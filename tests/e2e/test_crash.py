@@ -37,6 +37,7 @@ async def test_sigkill_of_the_email_worker_mid_send_still_ends_sent(
     # A copy accepted by the server just before the kill may arrive twice, never with a
     # new identity: a receiver drops the second by Message-ID.
     assert {copy.message_id for copy in copies} == {f"<{nid}@localhost>"}
+    await asyncio.to_thread(stack.wait_ready, "worker-email")  # as later tests expect it
 
 
 async def test_sigterm_lets_the_in_flight_send_finish(
@@ -56,3 +57,4 @@ async def test_sigterm_lets_the_in_flight_send_finish(
     final = await wait_for_status(tenant.client, nid, timeout=60)
     assert (final["status"], final["attempts"]) == ("sent", 1)
     assert len(sinks.state.received("sms", to=user["phone"])) == 1
+    await asyncio.to_thread(stack.wait_ready, "worker-sms")  # as later tests expect it
