@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import tomllib
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from herald.logs import HeraldJsonFormatter, current_context, log_context, redact
 
@@ -58,3 +61,17 @@ def test_addresses_numbers_and_credentials_are_masked_everywhere() -> None:
 def test_ids_and_local_hostnames_are_left_alone() -> None:
     kept = "notification 3f2a9c1e-0000 via <3f2a@localhost> attempt 2 of 3, HTTP 503"
     assert redact(kept) == kept
+
+
+def test_the_declared_json_logger_releases_all_have_the_module_herald_imports() -> None:
+    # herald.logs imports pythonjsonlogger.json, which python-json-logger added in 3.1: an
+    # install that resolved an older release allowed by pyproject.toml could not log.
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (declared,) = [
+        Requirement(line)
+        for line in pyproject["project"]["dependencies"]
+        if Requirement(line).name == "python-json-logger"
+    ]
+    assert not declared.specifier.contains("3.0.1")
+    assert not declared.specifier.contains("2.0.7")
+    assert declared.specifier.contains("3.1.0")
