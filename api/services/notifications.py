@@ -103,18 +103,8 @@ async def submit(
     request_id: str | None,
 ) -> Submitted:
     """Validate, start the workflow durably, then record ``accepted``; 503 with
-    ``Retry-After`` when the process is already starting as many as it may."""
-    async with backends.admission.slot():
-        return await _submit(backends, tenant, request, idempotency_key, request_id)
-
-
-async def _submit(
-    backends: Backends,
-    tenant: TenantContext,
-    request: NotificationRequest,
-    idempotency_key: str | None,
-    request_id: str | None,
-) -> Submitted:
+    ``Retry-After`` when the process is already starting as many as it may (a replay of
+    an Idempotency-Key starts nothing and is answered regardless)."""
     engine, settings = backends.engine, backends.settings
     fingerprint = submission.request_hash(request)
     if idempotency_key is not None:
@@ -140,7 +130,9 @@ async def _submit(
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
-    if not await submission.accept(backends.temporal, engine, settings, notification):
+    async with backends.admission.slot():
+        started = await submission.accept(backends.temporal, engine, settings, notification)
+    if not started:
         # The same Idempotency-Key raced us: answer with the one that won.
         for _ in range(50):
             replay = await _replay(engine, tenant, notification_id, fingerprint)
