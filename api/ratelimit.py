@@ -1,9 +1,7 @@
 """The REST rate limit per API key, shared by every API instance through Redis.
 
 Each key has a budget of ``limit`` requests per minute that refills continuously
-(GCRA, the generic cell rate algorithm: one Redis key per API key holding the
-"theoretical arrival time", updated by one atomic Lua script that reads Redis's own
-clock, so API instances with skewed clocks still agree). A request over the budget is
+(``herald/gcra.py``: one Redis key per API key). A request over the budget is
 answered ``429`` with ``Retry-After``.
 
 Redis is the store because the limit must hold across API instances (a per-process
@@ -20,41 +18,21 @@ from __future__ import annotations
 import logging
 import math
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from herald.breaker import CircuitBreaker
+from herald.gcra import Gcra
 
 log = logging.getLogger(__name__)
 
-_GCRA = """
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + emission
-local allow_at = new_tat - burst * emission
-if allow_at > now then
-  return {0, math.ceil(allow_at - now)}
-end
-redis.call('SET', KEYS[1], string.format('%d', math.ceil(new_tat)), 'PX', math.ceil(new_tat - now))
-return {1, 0}
-"""
 _KEY_PREFIX = "herald:ratelimit:"
-# Redis answers in well under a millisecond; anything slower is treated as down.
-_REDIS_TIMEOUT = 0.25
 
 
 class RateLimiter:
     """Checks and counts one request per call; one instance per API process."""
 
     def __init__(self, redis_url: str) -> None:
-        self._redis = Redis.from_url(
-            redis_url, socket_timeout=_REDIS_TIMEOUT, socket_connect_timeout=_REDIS_TIMEOUT
-        )
-        self._script = self._redis.register_script(_GCRA)
+        self._gcra = Gcra(redis_url)
         self._breaker = CircuitBreaker(
             "redis-ratelimit", failure_threshold=3, reset_seconds=5.0, probe_wait_seconds=1.0
         )
@@ -64,19 +42,17 @@ class RateLimiter:
         if not self._breaker.allow():
             return None
         try:
-            allowed, wait_ms = await self._script(
-                keys=[_KEY_PREFIX + key_digest], args=[60_000 / per_minute, per_minute]
-            )
+            wait = await self._gcra.wait(_KEY_PREFIX + key_digest, per_minute / 60, per_minute)
         except (RedisError, OSError) as err:
             self._breaker.record_failure()
             log.warning("rate limit store unavailable; not limiting: %s", err)
             return None
         self._breaker.record_success()
-        return None if allowed else max(int(wait_ms), 1) / 1000
+        return wait or None
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self._redis.aclose()
+        await self._gcra.close()
 
 
 def retry_after_header(seconds: float) -> str:

@@ -1,4 +1,6 @@
-"""The baseline: a workflow with two no-op activities, and a worker process for it.
+"""The baselines: a workflow with two no-op activities, the same with two no-op local
+activities in one workflow task (the floor of Herald's one-task shape), and a worker
+process for both.
 
 ``python -m benchmarks.bare ADDRESS TASK_QUEUE`` runs the worker until SIGTERM.
 """
@@ -35,12 +37,32 @@ class BareWorkflow:
         return name
 
 
+@workflow.defn
+class BareLocalWorkflow:
+    """Two no-op local activities in one workflow task: the least a durable two-step
+    workflow can cost."""
+
+    @workflow.run
+    async def run(self, name: str) -> str:
+        """Run both steps."""
+        for step in ("first", "second"):
+            await workflow.execute_local_activity(
+                noop, step, start_to_close_timeout=timedelta(seconds=30)
+            )
+        return name
+
+
 async def serve(address: str, task_queue: str) -> None:
     """Run the baseline worker until SIGTERM."""
     client = await Client.connect(address)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with Worker(client, task_queue=task_queue, workflows=[BareWorkflow], activities=[noop]):
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BareWorkflow, BareLocalWorkflow],
+        activities=[noop],
+    ):
         await stop.wait()
 
 

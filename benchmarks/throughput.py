@@ -1,5 +1,8 @@
 """End-to-end throughput: N emails through the real API, workers, Temporal and an SMTP
-server, next to a bare two-no-op-activity workflow on the same Temporal dev server.
+server, next to two baselines on the same Temporal dev server: a bare workflow of two
+no-op activities, and the same with two no-op local activities in one workflow task (the
+floor of Herald's one-task shape). Also what one run of each cost Temporal, counted from
+real histories (``devtools/histories.py``): events, workflow tasks, billable actions.
 
     .venv/bin/python -m benchmarks.throughput [--count 1000] [--concurrency 32] [--rounds 3]
 
@@ -8,7 +11,7 @@ machine, the server and the process layout (workers in their own processes), so 
 ratio is the number to watch. In each round the baseline is measured twice, right before
 Herald (started in one burst and drained, as Herald's notifications are) and right after
 it (a closed loop with at most ``--concurrency`` workflows open); the ratio is to the
-faster.
+faster. The local-activity baseline is measured the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bare import BareWorkflow
+from benchmarks.bare import BareLocalWorkflow, BareWorkflow
 from benchmarks.environment import CpuMeter, local_herald, pid_of
 from benchmarks.load import LoadGenerator, closed_loop
 from devtools.devserver import TemporalDevServer
+from devtools.histories import shape
 from devtools.processes import ManagedProcess
 from devtools.sinks import Sinks
 from herald.settings import Settings
@@ -40,6 +44,7 @@ async def bare_rate(
     cpu_ms: dict[str, float],
     *,
     burst: bool,
+    workflow: type = BareWorkflow,
 ) -> float:
     """Workflows per second for the baseline (CPU ms per workflow go into ``cpu_ms``).
 
@@ -50,15 +55,19 @@ async def bare_rate(
     """
     from temporalio.client import Client
 
+    kind = "bare" if workflow is BareWorkflow else "bare_local"
     mode = "burst" if burst else "closed"
-    queue = f"bare-{mode}-{uuid.uuid4().hex[:6]}"
+    queue = f"{kind}-{mode}-{uuid.uuid4().hex[:6]}"
     worker = ManagedProcess(
         "bare-worker", [sys.executable, "-m", "benchmarks.bare", server.address, queue], {}, logs
     ).start()
     try:
         client = await Client.connect(server.address)
         await client.execute_workflow(
-            BareWorkflow.run, "warm-up", id=f"bare-warm-{queue}", task_queue=queue
+            workflow.run,  # type: ignore[attr-defined]
+            "warm-up",
+            id=f"bare-warm-{queue}",
+            task_queue=queue,
         )
         meter = CpuMeter({"temporal": pid_of(server), "worker": pid_of(worker)}, servers=())
         started = time.perf_counter()
@@ -66,16 +75,45 @@ async def bare_rate(
         await closed_loop(
             count,
             concurrency,
-            lambda i: run(BareWorkflow.run, str(i), id=f"{queue}-{i}", task_queue=queue),
+            lambda i: run(
+                workflow.run,  # type: ignore[attr-defined]
+                str(i),
+                id=f"{queue}-{i}",
+                task_queue=queue,
+            ),
         )
         done = f'TaskQueue="{queue}" AND ExecutionStatus="Completed"'
         while burst and (await client.count_workflows(done)).count < count + 1:
             await asyncio.sleep(0.2)
         rate = count / (time.perf_counter() - started)
-        cpu_ms.update({f"bare_{mode}.{name}": ms for name, ms in meter.per_item(count).items()})
+        cpu_ms.update({f"{kind}_{mode}.{name}": ms for name, ms in meter.per_item(count).items()})
         return rate
     finally:
         worker.stop()
+
+
+async def history_shapes(server: TemporalDevServer) -> dict[str, dict[str, int]]:
+    """Events, workflow tasks and billable actions of one completed run of each kind."""
+    from temporalio.client import Client
+
+    client = await Client.connect(server.address)
+    shapes = {}
+    for name, query in (
+        ("herald", "WorkflowType = 'NotificationWorkflow'"),
+        ("bare", "WorkflowType = 'BareWorkflow'"),
+        ("bare_local", "WorkflowType = 'BareLocalWorkflow'"),
+    ):
+        async for execution in client.list_workflows(
+            f"{query} AND ExecutionStatus = 'Completed'", limit=1
+        ):
+            history = await client.get_workflow_handle(execution.id).fetch_history()
+            cost = shape(history)
+            shapes[name] = {
+                "events": cost.events,
+                "workflow_tasks": cost.workflow_tasks,
+                "billable_actions": cost.actions,
+            }
+    return shapes
 
 
 async def herald_rate(
@@ -104,34 +142,58 @@ async def main() -> None:
         await bench.start("api", "core", "email")
         async with LoadGenerator(bench.settings, bench.sinks, args.concurrency) as load:
             for _ in range(args.rounds):
-                # Each round measures the baseline right before and right after Herald, so
-                # all three meet the server's tables and the machine's speed alike.
+                # Each round measures the baselines right before and right after Herald,
+                # so all meet the server's tables and the machine's speed alike.
                 cpu_ms: dict[str, float] = {}
-                burst = await bare_rate(
-                    bench.server, args.count, args.concurrency, bench.work, cpu_ms, burst=True
-                )
+                runs: dict[str, float] = {}
+                for workflow in (BareWorkflow, BareLocalWorkflow):
+                    runs[f"{workflow.__name__}.burst"] = await bare_rate(
+                        bench.server,
+                        args.count,
+                        args.concurrency,
+                        bench.work,
+                        cpu_ms,
+                        burst=True,
+                        workflow=workflow,
+                    )
                 herald = await load.rate(args.count, bench.pids(), cpu_ms)
-                closed = await bare_rate(
-                    bench.server, args.count, args.concurrency, bench.work, cpu_ms, burst=False
-                )
-                # The baseline is the faster of its two runs: started in one burst and
+                for workflow in (BareWorkflow, BareLocalWorkflow):
+                    runs[f"{workflow.__name__}.closed"] = await bare_rate(
+                        bench.server,
+                        args.count,
+                        args.concurrency,
+                        bench.work,
+                        cpu_ms,
+                        burst=False,
+                        workflow=workflow,
+                    )
+                # Each baseline is the faster of its two runs: started in one burst and
                 # drained (as Herald's notifications are), or in a closed loop with at most
                 # ``concurrency`` open (no backlog on the server).
-                bare = max(burst, closed)
+                bare = max(runs["BareWorkflow.burst"], runs["BareWorkflow.closed"])
+                local = max(runs["BareLocalWorkflow.burst"], runs["BareLocalWorkflow.closed"])
                 rounds.append(
                     {
                         "herald_per_minute": round(herald["per_second"] * 60),
                         "herald_accept_per_minute": round(herald["accept_per_second"] * 60),
                         "bare_workflows_per_minute": round(bare * 60),
+                        "bare_local_workflows_per_minute": round(local * 60),
                         "ratio_to_bare": round(herald["per_second"] / bare, 3),
-                        "bare_burst_per_minute": round(burst * 60),
-                        "bare_closed_loop_per_minute": round(closed * 60),
+                        "ratio_to_bare_local": round(herald["per_second"] / local, 3),
+                        "baseline_runs_per_minute": {k: round(v * 60) for k, v in runs.items()},
                         "cpu_ms_per_item": {name: round(ms, 1) for name, ms in cpu_ms.items()},
                     }
                 )
+        shapes = await history_shapes(bench.server)
     summary = {
         key: statistics.median([r[key] for r in rounds])
-        for key in ("herald_per_minute", "bare_workflows_per_minute", "ratio_to_bare")
+        for key in (
+            "herald_per_minute",
+            "bare_workflows_per_minute",
+            "bare_local_workflows_per_minute",
+            "ratio_to_bare",
+            "ratio_to_bare_local",
+        )
     }
     print(
         json.dumps(
@@ -141,6 +203,7 @@ async def main() -> None:
                 # Medians over the rounds: the machine's speed drifts within minutes, and
                 # each round's ratio compares runs taken back to back.
                 "median": summary,
+                "history_per_run": shapes,
                 "rounds": rounds,
             }
         )

@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,7 +38,8 @@ class Rule:
     """How the sink answers messages to recipients containing ``match``.
 
     ``fail_with`` answers are used up one per message, then ``always`` (if set) answers
-    every message; ``delay`` seconds pass before any answer.
+    every message; ``delay`` seconds pass before any answer. ``on_accept`` is called with
+    the recipient as the SMTP server accepts a message, just before its ``250`` goes out.
     """
 
     match: str
@@ -45,6 +47,7 @@ class Rule:
     always: str | int | None = None
     delay: float = 0.0
     retry_after: float | None = None
+    on_accept: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -181,6 +184,8 @@ class _SmtpHandler:
         if failure is not None:
             return str(failure)
         self.state.record(_UnreadEmail(to=recipient, content=content, arrived_at=arrived))
+        if rule is not None and rule.on_accept is not None:
+            rule.on_accept(recipient)
         return "250 2.0.0 OK queued"
 
 

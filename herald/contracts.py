@@ -254,6 +254,16 @@ class SendRequest(BaseModel):
     max_deferrals: int = 0
     # Which channel of the fallback order this is (0: the one requested).
     leg: int = 0
+    # Set when the workflow's own first try (a local activity) made attempt 1 and it
+    # failed transiently: the activity's first Temporal attempt reports that failure
+    # (so the pending activity shows it, with its next retry) instead of calling the
+    # provider, and Temporal's attempt numbers stay the provider's.
+    first_failure: str | None = None
+    first_retry_in: float | None = None
+    # Workflows since the one-task shape record ``sending`` themselves and need no
+    # ``attempt_failed`` signal; runs started before it rely on both (the defaults).
+    record_sending: bool = True
+    announce_retries: bool = True
 
     @property
     def idempotency_key(self) -> str:
@@ -269,8 +279,10 @@ class SendResult(BaseModel):
     provider: str
     provider_message_id: str
     attempt: int = 1
-    # True when the channel worker wrote both ``sending`` and ``sent`` to the log.
+    # True when the send step wrote every event of its attempt (``sending`` and ``sent``).
     recorded: bool = False
+    # When the step wrote its last event: the workflow's next events are not older.
+    recorded_at: datetime | None = None
 
 
 def sent_detail(channel: Channel, provider: str) -> str:
@@ -343,3 +355,19 @@ class NotificationState(BaseModel):
     provider: str | None = None
     # The channel it went out on (differs from the requested one after a fallback).
     channel: Channel | None = None
+
+
+class PrepareRequest(BaseModel):
+    """Input of ``prepare``: the recipient lookup, then the render for that recipient."""
+
+    lookup: RecipientLookup
+    render: RenderRequest
+
+
+class Prepared(BaseModel):
+    """Who to send to and what, or why not: ``recipient.suppressed_reason`` means do not
+    send, ``render_error`` that the template could not be rendered for them."""
+
+    recipient: Recipient
+    message: RenderedMessage | None = None
+    render_error: str | None = None

@@ -44,6 +44,10 @@ _MOVE_STATUS = """
            OR status NOT IN ('sent', 'delivered', 'failed', 'cancelled', 'suppressed'))
 """
 _RECORD_EVENT = text(f"WITH {_APPEND_EVENT} {_MOVE_STATUS}")
+# The same, saying whether the event is new (a step run again finds its own event).
+_RECORD_NEW_EVENT = text(
+    f"WITH {_APPEND_EVENT}, moved AS ({_MOVE_STATUS} RETURNING 1) SELECT count(*) FROM ev"
+)
 # The row of a new notification, then its accepted event, in one statement. The row is
 # inserted already in its accepted state; for a later cycle it exists, and the update
 # moves it (the statement's own insert is invisible to its update, which is fine: a new
@@ -86,6 +90,14 @@ async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
     statement, so it needs no transaction of its own)."""
     async with single_statements(engine) as conn:
         await conn.execute(_RECORD_EVENT, _event_params(event))
+
+
+async def record_new_event(engine: AsyncEngine, event: StatusEvent) -> bool:
+    """``record_event``, and whether the event was new: False means it was written
+    before, by an earlier run of the same step."""
+    async with single_statements(engine) as conn:
+        written = (await conn.execute(_RECORD_NEW_EVENT, _event_params(event))).scalar_one()
+    return bool(written)
 
 
 async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> None:

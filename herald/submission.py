@@ -28,7 +28,7 @@ from herald.contracts import (
 )
 from herald.db import Notification, Template
 from herald.settings import Settings
-from herald.temporal import core_task_queue
+from herald.temporal import channel_task_queue
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ async def start_notification(
             WORKFLOW,
             notification,
             id=notification.workflow_id,
-            task_queue=core_task_queue(settings),
+            task_queue=channel_task_queue(notification.channel, settings.task_queue_prefix),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             **_visibility(notification),
         )
@@ -195,7 +195,7 @@ async def start_resend(client: Client, settings: Settings, notification: Notific
         WORKFLOW,
         notification,
         id=workflow_id_for(notification.notification_id),
-        task_queue=core_task_queue(settings),
+        task_queue=channel_task_queue(notification.channel, settings.task_queue_prefix),
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         **_visibility(notification),
         start_signal="resend",

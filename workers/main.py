@@ -1,11 +1,14 @@
 """``herald worker --queue core|email|sms|push``: one worker process for one task queue.
 
-``core`` runs ``NotificationWorkflow`` and its cheap local steps (recipients, templates,
-status). Each channel queue runs only its provider activity, so a channel scales by
-starting more of its workers. SIGTERM stops polling and lets in-flight activities
-finish (up to ``HERALD_WORKER_SHUTDOWN_SECONDS``) before the process exits; anything
-still running then is retried by Temporal on another worker. The process is gone by the
-end of the grace period and ``SHUTDOWN_MARGIN`` whatever the Temporal server does.
+A channel's queue (``email``, ``sms``, ``push``) runs the notifications of that channel:
+``NotificationWorkflow``, its local steps (prepare, status, the first provider attempt)
+and the provider activity its retries and other channels' fallbacks use, so a channel
+scales by starting more of its workers. ``core`` publishes to ``herald.failed`` and
+finishes the notifications started before the one-task shape (``notification_v1.py``).
+SIGTERM stops polling and lets in-flight activities finish (up to
+``HERALD_WORKER_SHUTDOWN_SECONDS``) before the process exits; anything still running
+then is retried by Temporal on another worker. The process is gone by the end of the
+grace period and ``SHUTDOWN_MARGIN`` whatever the Temporal server does.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.failures import FailureActivities
+from activities.prepare import PrepareActivities
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
 from activities.providers.failover import ProviderChain, channel_providers
+from activities.providers.sendrate import SendRate
 from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
 from activities.templates import TemplateActivities
@@ -34,10 +39,12 @@ from herald import amqp
 from herald.contracts import Channel
 from herald.correlation import CorrelationInterceptor
 from herald.db import make_engine
+from herald.gcra import Gcra
 from herald.metrics import start_process_metrics
 from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
 from workflows.notification import NotificationWorkflow
+from workflows.notification_v1 import NotificationWorkflowV1
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,7 @@ def core_worker(
     concurrency: int,
     publisher: amqp.Publisher | None = None,
 ) -> Worker:
-    """The worker for workflows, the recipient/template/status steps and ``publish_failed``.
+    """The worker for ``publish_failed`` and the first version's runs and steps.
 
     ``publisher`` reaches RabbitMQ for ``herald.failed``; it connects on first use, so the
     worker starts (and works) while RabbitMQ is down.
@@ -73,7 +80,7 @@ def core_worker(
     return Worker(
         client,
         task_queue=core_task_queue(settings),
-        workflows=[NotificationWorkflow],
+        workflows=[NotificationWorkflowV1],
         # Workflows run outside Temporal's sandbox: it costs about a third of this worker's
         # CPU per notification. The sandbox's check for non-deterministic calls runs in
         # the tests instead, which replay every history they produce inside it
@@ -87,17 +94,54 @@ def core_worker(
     )
 
 
+def channel_worker(
+    client: Client,
+    channel: Channel,
+    settings: Settings,
+    engine: AsyncEngine,
+    http: httpx.AsyncClient,
+    concurrency: int,
+) -> tuple[ProviderChain, Worker]:
+    """The worker of one channel: its notifications' workflows, their local steps and
+    the channel's provider activity (also their first attempt, run locally)."""
+    provider, send = channel_activity(channel, settings, engine, http)
+    status = StatusActivities(engine)
+    prepare = PrepareActivities(RecipientActivities(engine), TemplateActivities(engine))
+    worker = Worker(
+        client,
+        task_queue=channel_task_queue(channel, settings.task_queue_prefix),
+        workflows=[NotificationWorkflow],
+        # See core_worker: the sandbox's checks run in the replay tests.
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        activities=[send, prepare.prepare, status.record_status, status.record_accepted],
+        max_concurrent_activities=concurrency,
+        max_concurrent_local_activities=concurrency,
+        max_concurrent_workflow_tasks=concurrency,
+        # Temporal paces the regular activity; the first attempt (a local activity) takes
+        # its turn from the shared limiter in Redis (activities/providers/sendrate.py).
+        max_task_queue_activities_per_second=channel_rate(channel, settings),
+        graceful_shutdown_timeout=grace_period(settings),
+        interceptors=[CorrelationInterceptor()],
+    )
+    return provider, worker
+
+
 def channel_activity(
     channel: Channel, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient
 ) -> tuple[ProviderChain, Any]:
     """The channel's providers (in failover order, each behind a circuit breaker) and
     its registered activity."""
     provider = channel_providers(channel, settings, http)
+    per_second = channel_rate(channel, settings)
+    rate = None
+    if per_second is not None:
+        key = f"herald:sendrate:{settings.task_queue_prefix}:{channel.value}"
+        rate = SendRate(Gcra(settings.redis_url), key, per_second)
     if channel is Channel.email:
-        return provider, EmailActivities(provider, engine).send_email
+        return provider, EmailActivities(provider, engine, rate).send_email
     if channel is Channel.sms:
-        return provider, SmsActivities(provider, engine).send_sms
-    return provider, PushActivities(provider, engine).send_push
+        return provider, SmsActivities(provider, engine, rate).send_sms
+    return provider, PushActivities(provider, engine, rate).send_push
 
 
 def grace_period(settings: Settings) -> timedelta:
@@ -126,7 +170,7 @@ def exit_hard_after(deadline: timedelta, queue: str) -> threading.Timer:
 
 
 def channel_rate(channel: Channel, settings: Settings) -> float | None:
-    """The channel's sending rate limit, enforced by Temporal across all its workers."""
+    """The channel's sending rate limit, held across all its workers (``sendrate.py``)."""
     rate: float | None = getattr(settings, f"{channel.value}_rate_per_second")
     return rate
 
@@ -160,15 +204,8 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
         worker = core_worker(client, settings, engine, concurrency, publisher)
     else:
-        provider, activity = channel_activity(Channel(queue), settings, engine, http)
-        worker = Worker(
-            client,
-            task_queue=channel_task_queue(queue, settings.task_queue_prefix),
-            activities=[activity],
-            max_concurrent_activities=concurrency,
-            max_task_queue_activities_per_second=channel_rate(Channel(queue), settings),
-            graceful_shutdown_timeout=grace_period(settings),
-            interceptors=[CorrelationInterceptor()],
+        provider, worker = channel_worker(
+            client, Channel(queue), settings, engine, http, concurrency
         )
 
     log.info("worker started", extra={"queue": queue, "concurrency": concurrency})

@@ -1,16 +1,28 @@
 """``NotificationWorkflow``: one durable run per send cycle of one notification.
 
-accepted → [scheduled] → load recipient → render → sending → sent | failed, with
+accepted → [scheduled] → prepare (recipient, render) → sending → sent | failed, with
 ``suppressed`` (cannot or must not reach the user) and ``cancelled`` on the way.
-The cheap steps are local activities on the core worker; the provider call is a
-regular activity on the channel's own task queue with a declarative ``RetryPolicy``.
+
+The run lives on its channel's task queue, so the channel's workers run it and the
+channel scales by starting more of them. A clean send is one workflow task: ``prepare``
+and the first provider attempt are local activities of that task (the attempt records
+``sending`` and ``sent`` around the provider call), and the search attributes are set at
+start and once at the end. Only a first attempt that fails transiently, is deferred by an
+open circuit breaker or finds the sending rate used up goes on as a regular activity
+under the declarative ``RetryPolicy``: a pending activity in the Temporal UI with its
+attempt count, last failure and next retry, and ``HeraldStatus="retrying"``. A fallback
+channel's sends are regular activities on that channel's queue.
+
+The workflow decides every status; the send step records only what it did (``sending``
+and ``sent`` around its provider call, ``retrying`` for an attempt Temporal will retry).
+Runs started before this shape finish on the core worker (``notification_v1.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -19,9 +31,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.failures import FailureActivities
-    from activities.recipients import RecipientActivities
+    from activities.prepare import PrepareActivities
     from activities.status import StatusActivities
-    from activities.templates import TemplateActivities
     from herald import search
     from herald.contracts import (
         AcceptedRecord,
@@ -31,7 +42,8 @@ with workflow.unsafe.imports_passed_through():
         FailedNotification,
         NotificationInput,
         NotificationState,
-        Recipient,
+        Prepared,
+        PrepareRequest,
         RecipientLookup,
         RenderedMessage,
         RenderRequest,
@@ -42,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         StatusEvent,
         sent_detail,
     )
+    from herald.temporal import channel_task_queue
 
 # Steps that only touch PostgreSQL retry until it is back: a database outage delays a
 # notification, it never loses one. Permanent errors are raised as non-retryable.
@@ -51,6 +64,9 @@ LOCAL_STEP_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 LOCAL_STEP_TIMEOUT = timedelta(seconds=10)
+# The first provider attempt runs once as a local activity; what follows it is a
+# regular activity with the notification's own retry policy.
+FIRST_ATTEMPT_RETRY = RetryPolicy(maximum_attempts=1)
 # Publishing to herald.failed retries for as long as RabbitMQ is away: an outage delays
 # the publication, it never loses it.
 PUBLISH_FAILED_RETRY = RetryPolicy(
@@ -61,23 +77,30 @@ PUBLISH_FAILED_RETRY = RetryPolicy(
 PUBLISH_FAILED_TIMEOUT = timedelta(seconds=30)
 
 
-def _failure_reason(err: ActivityError | ApplicationError) -> tuple[str, int | None]:
-    """The last error's message and, where the provider said it, the attempt number.
+class _Failure:
+    """A failed send step, read from the error Temporal hands back."""
 
-    A regular activity's failure arrives as ``ActivityError`` wrapping the cause; a local
-    activity's arrives as the ``ApplicationError`` itself.
-    """
-    cause = err.cause if isinstance(err, ActivityError) else err
-    if isinstance(cause, ApplicationError):
-        details = cause.details[0] if cause.details else {}
-        attempt = details.get("attempt") if isinstance(details, dict) else None
-        return cause.message, attempt
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}", None
-    return str(err), None
+    def __init__(self, err: ActivityError | ApplicationError) -> None:
+        cause = err.cause if isinstance(err, ActivityError) else err
+        self.cancelled = isinstance(cause, CancelledError)
+        details: dict[str, Any] = {}
+        if isinstance(cause, ApplicationError):
+            self.message = cause.message
+            self.final = cause.non_retryable
+            if cause.details and isinstance(cause.details[0], dict):
+                details = cause.details[0]
+        else:
+            self.message = f"{type(cause).__name__}: {cause}" if cause is not None else str(err)
+            self.final = False
+        # Provider calls this send has made so far, and when the next may come.
+        self.attempt: int | None = details.get("attempt")
+        self.retry_in: float | None = details.get("retry_in")
+        # When the step logged the failed attempt (its ``retrying`` event).
+        at = details.get("at")
+        self.at = datetime.fromisoformat(at) if isinstance(at, str) else None
 
 
-@workflow.defn
+@workflow.defn(name="NotificationWorkflow")
 class NotificationWorkflow:
     """Delivers one notification on one channel, or says precisely why it could not."""
 
@@ -99,7 +122,9 @@ class NotificationWorkflow:
         # Signal handlers and the main flow both record transitions; one at a time keeps
         # the log in the order the workflow decided it.
         self._transitions = asyncio.Lock()
-        self._sending: StatusEvent | None = None
+        # The send step stamps its events with the time it wrote them, after this
+        # workflow task began: later events of the workflow are never older.
+        self._clock: datetime | None = None
 
     @workflow.run
     async def run(self, request: NotificationInput) -> NotificationState:
@@ -116,10 +141,10 @@ class NotificationWorkflow:
     async def _cycle_run(self, request: NotificationInput) -> NotificationState:
         self._request = request
         self._cycle = request.cycle
-        first: Recipient | None = None
+        first: Prepared | None = None
         if request.send_at is None or request.send_at <= workflow.now():
-            # Nothing to wait for: the recipient lookup also logs accepted (one step).
-            first = await self._recipient(request, request.channel, accepted=True)
+            # Nothing to wait for: the first step also logs accepted.
+            first = await self._prepare(request, request.channel, accepted=True)
         else:
             await self._step(StatusActivities.record_accepted, AcceptedRecord(notification=request))
             await self._transition(
@@ -136,67 +161,64 @@ class NotificationWorkflow:
             if self._cancel is not None:
                 return await self._cancelled()
             self._leg, self._channel = leg, channel
-            recipient = first if leg == 0 else None
-            state = await self._reach(request, channel, recipient, last=leg == len(channels) - 1)
+            prepared = first if leg == 0 else None
+            state = await self._reach(request, channel, prepared, last=leg == len(channels) - 1)
             if state is not None:
                 return state
         raise AssertionError("the last channel always ends the cycle")  # pragma: no cover
 
-    async def _recipient(
+    async def _prepare(
         self, request: NotificationInput, channel: Channel, *, accepted: bool = False
-    ) -> Recipient:
-        recipient: Recipient = await self._step(
-            RecipientActivities.load_recipient,
-            RecipientLookup(
-                tenant_id=request.tenant_id,
-                user_id=request.user_id,
-                channel=channel,
-                accepted=request if accepted else None,
+    ) -> Prepared:
+        prepared: Prepared = await self._step(
+            PrepareActivities.prepare,
+            PrepareRequest(
+                lookup=RecipientLookup(
+                    tenant_id=request.tenant_id,
+                    user_id=request.user_id,
+                    channel=channel,
+                    accepted=request if accepted else None,
+                ),
+                render=RenderRequest(
+                    tenant_id=request.tenant_id,
+                    template=request.template,
+                    channel=channel,
+                    locale=request.locale,
+                    version=request.template_version if channel is request.channel else None,
+                    data=request.data,
+                ),
             ),
         )
-        return recipient
+        return prepared
 
     async def _reach(
         self,
         request: NotificationInput,
         channel: Channel,
-        recipient: Recipient | None,
+        prepared: Prepared | None,
         *,
         last: bool,
     ) -> NotificationState | None:
-        """Try to reach the user on ``channel`` (``recipient``: already looked up there);
+        """Try to reach the user on ``channel`` (``prepared``: already looked up there);
         None means: fall back to the next one."""
-        if recipient is None:
-            recipient = await self._recipient(request, channel)
+        if prepared is None:
+            prepared = await self._prepare(request, channel)
+        recipient = prepared.recipient
         if recipient.suppressed_reason is not None or recipient.address is None:
             reason = recipient.suppressed_reason or f"no {channel.value} address"
             if last:
                 return await self._transition(Status.suppressed, detail=self._all_reasons(reason))
             await self._fall_back(channel, reason)
             return None
-
-        try:
-            message: RenderedMessage = await self._step(
-                TemplateActivities.render_template,
-                RenderRequest(
-                    tenant_id=request.tenant_id,
-                    template=request.template,
-                    channel=channel,
-                    locale=request.locale or recipient.locale,
-                    version=request.template_version if channel is request.channel else None,
-                    data=request.data,
-                ),
-            )
-        except (ActivityError, ApplicationError) as err:
-            reason = _failure_reason(err)[0]
+        if prepared.message is None:
+            reason = prepared.render_error or "the template could not be rendered"
             if last:
                 return await self._transition(Status.failed, error=self._all_reasons(reason))
             await self._fall_back(channel, reason)
             return None
         if self._cancel is not None:
             return await self._cancelled()
-
-        return await self._deliver(request, channel, recipient.address, message, last=last)
+        return await self._deliver(request, channel, recipient.address, prepared.message, last)
 
     async def _fall_back(self, channel: Channel, reason: str) -> None:
         """Log why the user cannot be reached on ``channel`` before the next one is tried."""
@@ -209,39 +231,116 @@ class NotificationWorkflow:
             return reason
         return "; ".join([*self._unreached, f"{self._channel.value}: {reason}"])
 
+    def _send_request(
+        self, request: NotificationInput, channel: Channel, address: str, message: RenderedMessage
+    ) -> SendRequest:
+        return SendRequest(
+            notification_id=request.notification_id,
+            cycle=request.cycle,
+            channel=channel,
+            address=address,
+            message=message,
+            data=request.data,
+            max_attempts=request.retry.max_attempts,
+            request_id=request.request_id,
+            max_deferrals=request.retry.max_deferrals,
+            leg=self._leg,
+            record_sending=False,
+            announce_retries=False,
+        )
+
     async def _deliver(
         self,
         request: NotificationInput,
         channel: Channel,
         address: str,
         message: RenderedMessage,
-        *,
-        last: bool = True,
+        last: bool,
     ) -> NotificationState | None:
-        retry = request.retry
-        await self._transition(
+        send = self._send_request(request, channel, address, message)
+        sending = self._event(
             Status.sending,
             attempt=1,
             template_version=message.template_version,
             detail=f"falling back to {channel.value}" if self._leg else None,
-            logged=False,
         )
+        if channel is request.channel:
+            # This worker is the channel's own: the first attempt is a step of this task,
+            # and it records ``sending`` itself.
+            self._move(Status.sending, attempt=1)
+            try:
+                result = await workflow.execute_local_activity(
+                    f"send_{channel.value}",
+                    send.model_copy(update={"record_sending": True}),
+                    result_type=SendResult,
+                    start_to_close_timeout=timedelta(seconds=request.retry.send_timeout_seconds),
+                    retry_policy=FIRST_ATTEMPT_RETRY,
+                )
+            except (ActivityError, ApplicationError) as err:
+                failure = _Failure(err)
+                self._advance(failure.at)
+                if failure.final:
+                    return await self._give_up(channel, failure, sending, last)
+                announced = send.model_copy(update={"announce_retries": True})
+                result_or_end = await self._retry(
+                    request, channel, announced, failure, sending, last
+                )
+                if not isinstance(result_or_end, SendResult):
+                    return result_or_end
+                result = result_or_end
+        else:
+            await self._transition(
+                Status.sending,
+                attempt=1,
+                template_version=message.template_version,
+                detail=sending.detail,
+            )
+            announced = send.model_copy(update={"announce_retries": True})
+            result_or_end = await self._activity(request, channel, announced, sending, last)
+            if not isinstance(result_or_end, SendResult):
+                return result_or_end
+            result = result_or_end
+        return await self._sent(channel, result, sending)
+
+    async def _retry(
+        self,
+        request: NotificationInput,
+        channel: Channel,
+        send: SendRequest,
+        failure: _Failure,
+        sending: StatusEvent,
+        last: bool,
+    ) -> SendResult | NotificationState | None:
+        """The first attempt did not get through: go on as a regular activity under the
+        retry policy. A failed provider call (already logged as ``retrying``) becomes that
+        activity's first attempt, so Temporal shows it with the next retry's time."""
+        # A first attempt that timed out still called the provider.
+        spent = 1 if failure.attempt is None else failure.attempt
+        if spent:
+            self._move(Status.retrying, attempt=spent, error=failure.message, visible=True)
+            send = send.model_copy(
+                update={"first_failure": failure.message, "first_retry_in": failure.retry_in}
+            )
+        else:
+            # No provider call was made (an open breaker, the sending rate): still sending.
+            self._move(Status.sending, error=failure.message, visible=True)
+        return await self._activity(request, channel, send, sending, last)
+
+    async def _activity(
+        self,
+        request: NotificationInput,
+        channel: Channel,
+        send: SendRequest,
+        sending: StatusEvent,
+        last: bool,
+    ) -> SendResult | NotificationState | None:
+        """Send as a regular activity on the channel's queue, retried by Temporal."""
+        retry = request.retry
         self._send = workflow.start_activity(
             f"send_{channel.value}",
-            SendRequest(
-                notification_id=request.notification_id,
-                cycle=request.cycle,
-                channel=channel,
-                address=address,
-                message=message,
-                data=request.data,
-                max_attempts=retry.max_attempts,
-                request_id=request.request_id,
-                max_deferrals=retry.max_deferrals,
-                leg=self._leg,
-            ),
+            send,
             result_type=SendResult,
-            task_queue=f"{request.task_queue_prefix}-{channel.value}",
+            task_queue=channel_task_queue(channel, request.task_queue_prefix),
             start_to_close_timeout=timedelta(seconds=retry.send_timeout_seconds),
             retry_policy=RetryPolicy(
                 # Deferrals by an open circuit breaker are Temporal attempts too; the
@@ -255,23 +354,38 @@ class NotificationWorkflow:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
         try:
-            result = await self._send
+            result: SendResult = await self._send
         except ActivityError as err:
-            await self._ensure_sending_logged()
-            if isinstance(err.cause, CancelledError):
+            failure = _Failure(err)
+            if failure.cancelled:
+                await self._ensure_logged(sending)
                 return await self._cancelled()
-            reason, attempt = _failure_reason(err)
-            if not last:
-                await self._fall_back(channel, reason)
-                return None
-            return await self._transition(
-                Status.failed,
-                attempt=attempt or retry.max_attempts,
-                error=self._all_reasons(reason),
-            )
+            return await self._give_up(channel, failure, sending, last)
+        return result
+
+    async def _give_up(
+        self, channel: Channel, failure: _Failure, sending: StatusEvent, last: bool
+    ) -> NotificationState | None:
+        """No more attempts on ``channel``: fall back to the next one, or fail."""
+        await self._ensure_logged(sending)
+        if not last:
+            await self._fall_back(channel, failure.message)
+            return None
+        assert self._request is not None
+        return await self._transition(
+            Status.failed,
+            attempt=failure.attempt or self._request.retry.max_attempts,
+            error=self._all_reasons(failure.message),
+        )
+
+    async def _sent(
+        self, channel: Channel, result: SendResult, sending: StatusEvent
+    ) -> NotificationState:
         self._provider = result.provider
+        self._advance(result.recorded_at)
         if not result.recorded:
-            await self._ensure_sending_logged()
+            # The send step could not reach PostgreSQL: write what it could not.
+            await self._ensure_logged(sending)
         state = await self._transition(
             Status.sent,
             attempt=result.attempt,
@@ -284,19 +398,56 @@ class NotificationWorkflow:
             await self._note(f"cancel refused: already sent ({self._cancel.reason})")
         return state
 
-    async def _ensure_sending_logged(self) -> None:
-        """Write ``sending`` if the channel worker may not have (a retried write is a no-op)."""
-        if self._sending is not None:
-            await self._step(StatusActivities.record_status, self._sending)
+    async def _ensure_logged(self, event: StatusEvent) -> None:
+        """Write ``event`` in case the send step could not (a retried write is a no-op)."""
+        await self._step(StatusActivities.record_status, event)
 
     async def _cancelled(self) -> NotificationState:
         reason = self._cancel.reason if self._cancel else "cancelled"
         return await self._transition(Status.cancelled, attempt=self._attempts, detail=reason)
 
     async def _step(self, activity: Any, arg: Any) -> Any:
-        """Run a cheap core step as a local activity (no extra task queue round trip)."""
+        """Run a cheap step as a local activity (no extra task queue round trip)."""
         return await workflow.execute_local_activity_method(
             activity, arg, start_to_close_timeout=LOCAL_STEP_TIMEOUT, retry_policy=LOCAL_STEP_RETRY
+        )
+
+    def _move(
+        self,
+        status: Status,
+        *,
+        attempt: int | None = None,
+        error: str | None = None,
+        visible: bool = False,
+    ) -> None:
+        """Change the status the workflow reports; ``visible`` also upserts the search
+        attributes (a status that lasts beyond this workflow task)."""
+        changed = status != self._status
+        self._status = status
+        if attempt is not None:
+            self._attempts = attempt
+        if error is not None:
+            self._last_error = error
+        if visible:
+            workflow.upsert_search_attributes(
+                search.on_transition(status, self._attempts, workflow.now() if changed else None)
+            )
+
+    def _advance(self, at: datetime | None) -> None:
+        if at is not None and (self._clock is None or at > self._clock):
+            self._clock = at
+
+    def _event(self, status: Status, **fields: Any) -> StatusEvent:
+        assert self._request is not None
+        fields.setdefault("attempt", self._attempts)
+        now = workflow.now()
+        return StatusEvent(
+            notification_id=self._request.notification_id,
+            status=status,
+            cycle=self._cycle,
+            at=now if self._clock is None or self._clock < now else self._clock,
+            leg=self._leg,
+            **fields,
         )
 
     async def _transition(
@@ -312,73 +463,35 @@ class NotificationWorkflow:
         only_if: Callable[[], bool] | None = None,
         logged: bool = True,
     ) -> NotificationState:
-        """Move to ``status`` and append it to the event log.
+        """Move to ``status``, upsert the search attributes and append it to the log
+        (``logged=False``: the send step already did).
 
         ``only_if`` is checked once earlier transitions are recorded; if it no longer
         holds (say, a retry note that lost the race with ``sent``), nothing changes.
-        ``logged=False`` moves status and search attributes only: the channel worker
-        writes ``sending`` and ``sent`` itself, and the workflow writes them only when it
-        could not (see ``_deliver``).
         """
         async with self._transitions:
             if only_if is not None and not only_if():
                 return self.status()
-            return await self._record_transition(
-                status,
-                attempt=attempt,
-                detail=detail,
-                error=error,
-                provider=provider,
-                provider_message_id=provider_message_id,
-                template_version=template_version,
-                logged=logged,
-            )
-
-    async def _record_transition(
-        self,
-        status: Status,
-        *,
-        attempt: int | None,
-        detail: str | None,
-        error: str | None,
-        provider: str | None,
-        provider_message_id: str | None,
-        template_version: int | None,
-        logged: bool,
-    ) -> NotificationState:
-        assert self._request is not None
-        changed = status != self._status
-        self._status = status
-        if attempt is not None:
-            self._attempts = attempt
-        if error is not None:
-            self._last_error = error
-        workflow.upsert_search_attributes(
-            search.on_transition(status, self._attempts, workflow.now() if changed else None)
-        )
-        event = StatusEvent(
-            notification_id=self._request.notification_id,
-            status=status,
-            cycle=self._cycle,
-            attempt=self._attempts,
-            at=workflow.now(),
-            provider=provider,
-            provider_message_id=provider_message_id,
-            template_version=template_version,
-            detail=detail,
-            error=error,
-            leg=self._leg,
-        )
-        if status is Status.sending:
-            self._sending = event
-        if logged:
-            await self._step(StatusActivities.record_status, event)
-        if status is Status.failed:
-            await self._publish_failed()
-        return self.status()
+            self._move(status, attempt=attempt, error=error, visible=True)
+            if logged:
+                await self._step(
+                    StatusActivities.record_status,
+                    self._event(
+                        status,
+                        provider=provider,
+                        provider_message_id=provider_message_id,
+                        template_version=template_version,
+                        detail=detail,
+                        error=error,
+                    ),
+                )
+            if status is Status.failed:
+                await self._publish_failed()
+            return self.status()
 
     async def _publish_failed(self) -> None:
-        """Publish the full request and the last error to ``herald.failed``."""
+        """Publish the full request and the last error to ``herald.failed`` (the core
+        worker's RabbitMQ connection does it)."""
         request = self._request
         assert request is not None
         await workflow.execute_activity_method(
@@ -400,25 +513,16 @@ class NotificationWorkflow:
                 last_error=self._last_error or "failed",
                 failed_at=workflow.now(),
             ),
+            task_queue=f"{request.task_queue_prefix}-core",
             start_to_close_timeout=PUBLISH_FAILED_TIMEOUT,
             retry_policy=PUBLISH_FAILED_RETRY,
         )
 
     async def _note(self, detail: str) -> None:
         """Log something that happened without changing the status."""
-        assert self._request is not None
         await self._step(
             StatusActivities.record_status,
-            StatusEvent(
-                notification_id=self._request.notification_id,
-                status=self._status,
-                cycle=self._cycle,
-                attempt=self._attempts,
-                at=workflow.now(),
-                detail=detail,
-                annotation=True,
-                leg=self._leg,
-            ),
+            self._event(self._status, detail=detail, annotation=True),
         )
 
     @workflow.signal
@@ -438,27 +542,19 @@ class NotificationWorkflow:
             workflow.logger.info("resend requested: %s", request.reason)
             self._resend_pending = True
 
-    # Abandoning it is right: a retry note that lost the race with the outcome is moot.
+    # The regular send activity announces each attempt Temporal will retry, so the
+    # query and the search attributes follow them (the first try never signals).
     @workflow.signal(unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
-    async def attempt_failed(self, failure: AttemptFailed) -> None:
-        """A provider attempt failed and Temporal will retry it: the notification is retrying."""
-
-        def current() -> bool:
-            return (
-                self._status in (Status.sending, Status.retrying)
-                and self._cancel is None
-                and failure.cycle == self._cycle
-                and failure.leg == self._leg
-                and failure.attempt >= self._attempts
-            )
-
-        await self._transition(
-            Status.retrying,
-            attempt=failure.attempt,
-            provider=failure.provider,
-            error=failure.error,
-            only_if=current,
-        )
+    def attempt_failed(self, failure: AttemptFailed) -> None:
+        """A provider attempt of the send activity failed and Temporal will retry it."""
+        if (
+            self._status in (Status.sending, Status.retrying)
+            and self._cancel is None
+            and failure.cycle == self._cycle
+            and failure.leg == self._leg
+            and failure.attempt >= self._attempts
+        ):
+            self._move(Status.retrying, attempt=failure.attempt, error=failure.error, visible=True)
 
     @workflow.query
     def status(self) -> NotificationState:

@@ -15,7 +15,7 @@ that crashed mid-call still counts.
 from __future__ import annotations
 
 import contextvars
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -48,7 +48,8 @@ class AttemptLedger:
 
     @classmethod
     def resume(cls) -> AttemptLedger:
-        """The progress the previous attempts left, bound to the running activity task."""
+        """The progress the previous attempts left, bound to the running activity task
+        (a local activity runs once and keeps no heartbeat)."""
         if not activity.in_activity():
             ledger = cls(SendProgress())
         else:
@@ -57,7 +58,7 @@ class AttemptLedger:
             progress = SendProgress()
             if details and isinstance(details[0], dict):
                 progress = SendProgress.model_validate(details[0])
-            ledger = cls(progress, temporal_attempt=info.attempt, heartbeat=True)
+            ledger = cls(progress, temporal_attempt=info.attempt, heartbeat=not info.is_local)
         _current.set(ledger)
         return ledger
 
@@ -92,6 +93,7 @@ class AttemptLedger:
                 "attempt": self.provider_attempts + (1 if self.spent else 0),
                 "deferrals": self.progress.deferrals,
                 "retry_in": retry_in,
+                "at": datetime.now(UTC).isoformat(),
             },
             type="ProviderUnavailable",
             non_retryable=exhausted,

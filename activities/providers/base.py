@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.providers.attempts import AttemptLedger
+from activities.providers.sendrate import SendRate
 from herald import statuslog
 from herald.contracts import (
     AttemptFailed,
@@ -105,15 +106,42 @@ class ProviderActivity:
     """Runs a channel's providers under Herald's failure policy; built once per channel
     worker."""
 
-    def __init__(self, provider: ProviderChain, engine: AsyncEngine | None) -> None:
+    def __init__(
+        self,
+        provider: ProviderChain,
+        engine: AsyncEngine | None,
+        rate: SendRate | None = None,
+    ) -> None:
         self.provider = provider
         self._engine = engine
+        self._rate = rate
 
     async def send(self, request: SendRequest) -> SendResult:
-        """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure."""
+        """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure.
+
+        Runs as the workflow's first attempt (a local activity) and as the regular
+        activity Temporal retries after it. Either way, a step that runs again after an
+        earlier run may have got through first looks at what that run recorded.
+        """
+        info = activity.info()
+        if request.first_failure is not None and info.attempt == 1:
+            raise self._first_failure(request)
         ledger = AttemptLedger.resume()
-        first_try = activity.info().attempt == 1
-        if not first_try:
+        again = info.attempt > 1
+        logged_sending = True
+        if request.record_sending and info.attempt == 1 and ledger.attempt == 1:
+            new = await self._record_new(
+                self._event(
+                    request,
+                    Status.sending,
+                    attempt=1,
+                    template_version=request.message.template_version,
+                    detail=f"falling back to {request.channel.value}" if request.leg else None,
+                )
+            )
+            # Written before: this step is running again (its worker died mid-send).
+            again, logged_sending = new is False, new is not None
+        if again:
             recorded = await self._recorded_acceptance(request)
             if recorded is not None:
                 log.info(
@@ -121,15 +149,8 @@ class ProviderActivity:
                     extra={"provider": recorded.provider, "attempt": recorded.attempt},
                 )
                 return recorded
-        logged_sending = first_try and await self._record(
-            self._event(
-                request,
-                Status.sending,
-                attempt=1,
-                template_version=request.message.template_version,
-                detail=f"falling back to {request.channel.value}" if request.leg else None,
-            )
-        )
+        if self._rate is not None:
+            await self._take_turn(ledger, local=info.is_local)
         try:
             delivery = await self._timed_deliver(request)
         except CircuitOpenError as err:
@@ -165,22 +186,54 @@ class ProviderActivity:
                 "provider_message_id": delivery.message_id,
             },
         )
-        logged_sent = await self._record(
-            self._event(
-                request,
-                Status.sent,
-                attempt=attempt,
-                provider=delivery.provider,
-                provider_message_id=delivery.message_id,
-                detail=sent_detail(request.channel, delivery.provider),
-            )
+        sent = self._event(
+            request,
+            Status.sent,
+            attempt=attempt,
+            provider=delivery.provider,
+            provider_message_id=delivery.message_id,
+            detail=sent_detail(request.channel, delivery.provider),
         )
+        logged_sent = await self._record(sent)
         return SendResult(
             provider=delivery.provider,
             provider_message_id=delivery.message_id,
             attempt=attempt,
             recorded=logged_sending and logged_sent,
+            recorded_at=sent.at,
         )
+
+    def _first_failure(self, request: SendRequest) -> ApplicationError:
+        """Attempt 1, made by the workflow's local step, as this activity's first attempt:
+        the failure it had and when the next attempt comes (already logged)."""
+        assert request.first_failure is not None
+        retry_in = request.first_retry_in
+        return ApplicationError(
+            request.first_failure,
+            {"attempt": 1, "provider": self.provider.name},
+            type="ProviderTransientError",
+            non_retryable=request.max_attempts <= 1,
+            next_retry_delay=timedelta(seconds=retry_in) if retry_in else None,
+        )
+
+    async def _take_turn(self, ledger: AttemptLedger, *, local: bool) -> None:
+        """Wait for the channel's sending rate; a first attempt that would have to wait
+        hands the send to the regular activity instead (see ``sendrate.py``)."""
+        assert self._rate is not None
+        if not local:
+            await self._rate.take()
+            return
+        wait = await self._rate.turn_now()
+        if wait is not None:
+            raise ApplicationError(
+                f"{self._rate.per_second:g}/s sending rate reached; sending in {wait:.1f}s",
+                {
+                    "attempt": ledger.provider_attempts,
+                    "retry_in": wait,
+                    "at": datetime.now(UTC).isoformat(),
+                },
+                type="SendingRateReached",
+            )
 
     async def _recorded_acceptance(self, request: SendRequest) -> SendResult | None:
         """What an earlier attempt of this send recorded as accepted, if anything (a
@@ -235,30 +288,36 @@ class ProviderActivity:
         ATTEMPTS.labels(
             channel, provider, "permanent_error" if permanent else "transient_error"
         ).inc()
+        details: dict[str, Any] = {"attempt": attempt, "provider": provider}
+        if retry_after:
+            details["retry_in"] = retry_after
         if not final:
             await self._record_retrying(request, attempt, message)
-            await self._signal_retrying(request, attempt, message)
+            if request.announce_retries and not activity.info().is_local:
+                await self._signal_retrying(request, attempt, message)
         else:
             NOTIFICATIONS.labels(channel, provider, "failed").inc()
+        # Later than every event this step wrote: the workflow's next ones come after.
+        details["at"] = datetime.now(UTC).isoformat()
         return ApplicationError(
             message,
-            {"attempt": attempt, "provider": provider},
+            details,
             type="ProviderPermanentError" if permanent else "ProviderTransientError",
             non_retryable=final,
             next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
         )
 
     async def _record_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
-        await self._record(
-            self._event(
-                request,
-                Status.retrying,
-                attempt=attempt,
-                provider=self.provider.name,
-                error=error,
-                detail=f"attempt {attempt} of {request.max_attempts} failed: {error}",
-            )
+        """Log that this attempt failed and another comes."""
+        event = self._event(
+            request,
+            Status.retrying,
+            attempt=attempt,
+            provider=self.provider.name,
+            error=error,
+            detail=f"attempt {attempt} of {request.max_attempts} failed: {error}",
         )
+        await self._record(event)
 
     @staticmethod
     def _event(request: SendRequest, status: Status, **fields: Any) -> StatusEvent:
@@ -270,6 +329,19 @@ class ProviderActivity:
             leg=request.leg,
             **fields,
         )
+
+    async def _record_new(self, event: StatusEvent) -> bool | None:
+        """``_record``, telling a new event (True) from one written before (False);
+        None if it could not be written."""
+        if self._engine is None:
+            return None
+        try:
+            return await asyncio.wait_for(
+                statuslog.record_new_event(self._engine, event), _STATUS_WRITE_TIMEOUT
+            )
+        except Exception:
+            log.warning("could not record %s", event.status.value, exc_info=True)
+            return None
 
     async def _record(self, event: StatusEvent) -> bool:
         """Write a transition from here, best effort: True if it is in the log.

@@ -28,7 +28,7 @@ from herald.db import Notification, make_engine
 from herald.migrate import drop_database, ensure_database, upgrade
 from herald.producer import NotificationProducer
 from herald.settings import Settings
-from herald.temporal import connect, core_task_queue
+from herald.temporal import connect
 from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost, test_settings
 
 INGEST_QUEUES = tuple(amqp.request_queue(kind) for kind in Channel)
@@ -133,7 +133,7 @@ async def workflow_runs(settings: Settings, ids: Iterable[uuid.UUID]) -> collect
     wanted = {f"notification-{i}" for i in ids}
     client = await connect(settings)
     runs: collections.Counter[str] = collections.Counter()
-    query = f"TaskQueue = '{core_task_queue(settings)}'"
+    query = "WorkflowType = 'NotificationWorkflow'"
     async for execution in client.list_workflows(query, page_size=1000):
         if execution.id in wanted:
             runs[execution.id] += 1

@@ -22,20 +22,27 @@ from herald.contracts import ResendRequest, workflow_id_for
 from herald.correlation import CorrelationInterceptor
 from tests.harness import Tenant, wait_for_status
 from workflows.notification import NotificationWorkflow
+from workflows.notification_v1 import NotificationWorkflowV1
 
 CORPUS = Path(__file__).with_name("histories")
 # The workflow's version the recorded histories belong to: bump it when recording the
 # histories of a changed workflow, and keep the older files (running notifications
 # still have those histories).
-VERSION = "v1"
+VERSION = "v2"
+# Each version's histories replay against the code that keeps running them: the first
+# version's runs finish on the core worker, which registers ``NotificationWorkflowV1``
+# under the same workflow type.
+CODE: dict[str, type] = {"v1": NotificationWorkflowV1, VERSION: NotificationWorkflow}
 LATER = "2099-01-01T00:00:00Z"
 
 
-async def replay(histories: Iterable[WorkflowHistory]) -> tuple[int, list[str]]:
-    """Replay ``histories`` inside the sandbox (the default runner): how many, and why
-    any failed."""
+async def replay(
+    histories: Iterable[WorkflowHistory], workflow: type = NotificationWorkflow
+) -> tuple[int, list[str]]:
+    """Replay ``histories`` against ``workflow`` inside the sandbox (the default runner):
+    how many, and why any failed."""
     replayer = Replayer(
-        workflows=[NotificationWorkflow],
+        workflows=[workflow],
         data_converter=pydantic_data_converter,
         interceptors=[CorrelationInterceptor()],
     )
@@ -53,11 +60,11 @@ async def replay(histories: Iterable[WorkflowHistory]) -> tuple[int, list[str]]:
     return replayed, failures
 
 
-def load_corpus(directory: Path = CORPUS) -> list[WorkflowHistory]:
-    """Every recorded history, named after its file."""
+def load_corpus(directory: Path = CORPUS, version: str = "*") -> list[WorkflowHistory]:
+    """Every recorded history (of one version, if given), named after its file."""
     return [
         WorkflowHistory.from_json(path.stem, path.read_text())
-        for path in sorted(directory.glob("*.json"))
+        for path in sorted(directory.glob(f"{version}-*.json"))
     ]
 
 

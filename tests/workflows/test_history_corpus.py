@@ -1,8 +1,10 @@
 """Notifications already running must keep running after a deploy: every history in
 ``tests/workflows/histories/`` was recorded from a real run of an earlier (or the
 current) ``NotificationWorkflow``, and each must replay, inside Temporal's sandbox,
-against the workflow code of today. A change that breaks them fails here; guard it with
-``workflow.patched`` (or a new workflow type) rather than re-recording the old files.
+against the code that runs that version today (``replaying.CODE``: the first version's
+runs finish on the core worker's ``NotificationWorkflowV1``). A change that breaks them
+fails here; guard it with ``workflow.patched`` (or a new workflow type) rather than re-
+recording the old files.
 
 Re-recording, after a deliberate change of the workflow that running notifications can
 no longer follow, or to add the paths of a new version:
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workflows.replaying import CORPUS, load_corpus, replay
+from tests.workflows.replaying import CODE, CORPUS, load_corpus, replay
 
 pytestmark = pytest.mark.fast
 
@@ -41,16 +43,24 @@ PATHS = {
 }
 
 
-def test_the_corpus_has_every_path_of_the_first_version() -> None:
+@pytest.mark.parametrize("version", sorted(CODE))
+def test_the_corpus_has_every_path_of_each_version(version: str) -> None:
     recorded = {path.stem for path in CORPUS.glob("*.json")}
 
-    assert {f"v1-{name}" for name in PATHS} <= recorded
+    assert {f"{version}-{name}" for name in PATHS} <= recorded
 
 
-async def test_every_recorded_history_replays_in_the_sandbox() -> None:
-    histories = load_corpus()
+@pytest.mark.parametrize("version", sorted(CODE))
+async def test_every_recorded_history_replays_in_the_sandbox(version: str) -> None:
+    histories = load_corpus(version=version)
 
-    replayed, failures = await replay(histories)
+    replayed, failures = await replay(histories, CODE[version])
 
     assert failures == []
     assert replayed == len(histories) >= len(PATHS)
+
+
+def test_every_recorded_version_has_the_code_that_runs_it() -> None:
+    versions = {path.stem.split("-", 1)[0] for path in CORPUS.glob("*.json")}
+
+    assert versions <= set(CODE)

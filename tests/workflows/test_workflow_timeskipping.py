@@ -40,6 +40,8 @@ from herald.contracts import (
     FailedNotification,
     NotificationInput,
     NotificationState,
+    Prepared,
+    PrepareRequest,
     Recipient,
     RecipientLookup,
     RenderedMessage,
@@ -49,6 +51,7 @@ from herald.contracts import (
     SendResult,
     Status,
     StatusEvent,
+    sent_detail,
 )
 from herald.correlation import CorrelationInterceptor
 from workflows.notification import NotificationWorkflow
@@ -114,6 +117,8 @@ class FakeHerald:
     events: list[StatusEvent] = field(default_factory=list)
     sends: list[Attempt] = field(default_factory=list)
     failed: list[FailedNotification] = field(default_factory=list)
+    # The test server's clock: a local activity's own times are the machine's.
+    env: WorkflowEnvironment | None = None
 
     @activity.defn(name="record_accepted")
     async def record_accepted(self, record: AcceptedRecord) -> None:
@@ -144,37 +149,47 @@ class FakeHerald:
         """Keep what would go to ``herald.failed``."""
         self.failed.append(failed)
 
+    @activity.defn(name="prepare")
+    async def prepare(self, request: PrepareRequest) -> Prepared:
+        """The scripted recipient, then a rendering of the data, as the real step does."""
+        recipient = await self.load_recipient(request.lookup)
+        if recipient.address is None:
+            return Prepared(recipient=recipient)
+        return Prepared(recipient=recipient, message=await self.render_template(request.render))
+
     async def _send(self, request: SendRequest) -> SendResult:
         info = activity.info()
-        if info.attempt == 1:
-            # As the real channel worker does, before it calls the provider.
-            self._record(
-                StatusEvent(
-                    notification_id=request.notification_id,
-                    status=Status.sending,
-                    cycle=request.cycle,
-                    attempt=1,
-                    at=info.started_time,
-                    detail=f"falling back to {request.channel.value}" if request.leg else None,
-                    leg=request.leg,
-                )
+        attempt = info.attempt
+        if request.first_failure is not None and attempt == 1:
+            # As the real send step does: attempt 1 was the workflow's own, and failed.
+            raise ApplicationError(
+                request.first_failure, {"attempt": 1}, type="ProviderTransientError"
             )
-        self.sends.append(
-            # The test server's start time of this attempt, in workflow time.
-            Attempt(request.channel, info.attempt, info.started_time)
-        )
-        outcome = self.outcomes.get(request.channel, lambda attempt: SENT)(info.attempt)
+        # This attempt's start in workflow time.
+        started = await self.env.get_current_time() if self.env else info.started_time
+        if request.record_sending and attempt == 1:
+            # As the real send step does, before it calls the provider.
+            self._record(self._event(request, Status.sending, 1, started))
+        self.sends.append(Attempt(request.channel, attempt, started))
+        outcome = self.outcomes.get(request.channel, lambda attempt: SENT)(attempt)
         if outcome == SENT:
-            return SendResult(provider="fake", provider_message_id="m-1", attempt=info.attempt)
+            sent = self._event(request, Status.sent, attempt, started)
+            self._record(sent.model_copy(update={"detail": sent_detail(request.channel, "fake")}))
+            return SendResult(
+                provider="fake", provider_message_id="m-1", attempt=attempt, recorded=True
+            )
         permanent = outcome == PERMANENT
-        final = permanent or info.attempt >= request.max_attempts
-        message = f"fake: {'HTTP 400' if permanent else 'HTTP 503'} on attempt {info.attempt}"
+        final = permanent or attempt >= request.max_attempts
+        message = f"fake: {'HTTP 400' if permanent else 'HTTP 503'} on attempt {attempt}"
         if not final:
+            retrying = self._event(request, Status.retrying, attempt, started)
+            self._record(retrying.model_copy(update={"error": message}))
+        if not final and request.announce_retries and not info.is_local:
             # As the real provider activity does: tell the workflow it is retrying.
             failure = AttemptFailed(
                 cycle=request.cycle,
                 leg=request.leg,
-                attempt=info.attempt,
+                attempt=attempt,
                 provider="fake",
                 error=message,
             )
@@ -184,9 +199,23 @@ class FakeHerald:
             await handle.signal("attempt_failed", failure)
         raise ApplicationError(
             message,
-            {"attempt": info.attempt, "provider": "fake"},
+            {"attempt": attempt, "provider": "fake"},
             type="ProviderPermanentError" if permanent else "ProviderTransientError",
             non_retryable=final,
+        )
+
+    @staticmethod
+    def _event(request: SendRequest, status: Status, attempt: int, at: datetime) -> StatusEvent:
+        return StatusEvent(
+            notification_id=request.notification_id,
+            status=status,
+            cycle=request.cycle,
+            attempt=attempt,
+            at=at,
+            detail=f"falling back to {request.channel.value}"
+            if request.leg and status is Status.sending
+            else None,
+            leg=request.leg,
         )
 
     @activity.defn(name="send_email")
@@ -228,25 +257,14 @@ def _accepted(notification: NotificationInput) -> StatusEvent:
 
 @asynccontextmanager
 async def running(env: WorkflowEnvironment, fake: FakeHerald) -> AsyncIterator[str]:
-    """The core worker and one worker per channel queue, on queues of their own; yields
-    the task queue prefix."""
+    """The core worker and one worker per channel, on queues of their own; yields the
+    task queue prefix."""
     prefix = f"ts-{uuid.uuid4().hex[:8]}"
     client = env.client
+    fake.env = env
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(
-            Worker(
-                client,
-                task_queue=f"{prefix}-core",
-                workflows=[NotificationWorkflow],
-                activities=[
-                    fake.record_accepted,
-                    fake.record_status,
-                    fake.load_recipient,
-                    fake.render_template,
-                    fake.publish_failed,
-                ],
-                interceptors=[CorrelationInterceptor()],
-            )
+            Worker(client, task_queue=f"{prefix}-core", activities=[fake.publish_failed])
         )
         for channel, send in (
             (Channel.email, fake.send_email),
@@ -254,7 +272,13 @@ async def running(env: WorkflowEnvironment, fake: FakeHerald) -> AsyncIterator[s
             (Channel.push, fake.send_push),
         ):
             await stack.enter_async_context(
-                Worker(client, task_queue=f"{prefix}-{channel.value}", activities=[send])
+                Worker(
+                    client,
+                    task_queue=f"{prefix}-{channel.value}",
+                    workflows=[NotificationWorkflow],
+                    activities=[send, fake.prepare, fake.record_status, fake.record_accepted],
+                    interceptors=[CorrelationInterceptor()],
+                )
             )
         yield prefix
 
@@ -288,7 +312,7 @@ async def start(
         NotificationWorkflow.run,
         request,
         id=request.workflow_id,
-        task_queue=f"{request.task_queue_prefix}-core",
+        task_queue=f"{request.task_queue_prefix}-{request.channel.value}",
     )
 
 
