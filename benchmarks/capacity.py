@@ -4,7 +4,7 @@
    and a send whose first attempt fails): history events by type, workflow tasks, state
    transitions and billable actions.
 2. What one notification costs each process, in CPU seconds, over N emails end to end
-   through the API (API, core worker, email worker, and the Temporal dev server), hence
+   through the API (API, email worker, and the Temporal dev server), hence
    how many notifications per second one CPU core of each kind of process sustains.
 
     .venv/bin/python -m benchmarks.capacity [--count 500] [--concurrency 32]
@@ -29,6 +29,7 @@ from temporalio.client import Client
 
 from benchmarks.environment import local_herald
 from benchmarks.throughput import herald_rate
+from devtools.histories import shape
 from devtools.sinks import Rule, Sinks
 from herald.contracts import workflow_id_for
 from herald.db import make_engine
@@ -40,46 +41,25 @@ from tests.harness import TERMINAL
 
 async def history_cost(client: Client, notification_id: str) -> dict[str, Any]:
     """Events, workflow tasks, state transitions and Temporal Cloud actions of one
-    notification's workflow.
-
-    Actions as Temporal Cloud bills them: the start, each activity attempt, each signal,
-    each search-attribute upsert, each timer, and the local activities of one workflow
-    task together as one.
-    """
+    notification's workflow (actions counted by ``devtools.histories.shape``)."""
     handle = client.get_workflow_handle(workflow_id_for(notification_id))
     history = await handle.fetch_history()
     kinds = Counter(
         EventType.Name(event.event_type).removeprefix("EVENT_TYPE_") for event in history.events
     )
-    attempts = sum(
-        e.activity_task_started_event_attributes.attempt
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-    )
-    tasks_with_local_activities = 0
-    marker_seen = False
-    for event in history.events:
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            marker_seen = False
-        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and not marker_seen:
-            marker_seen = True
-            tasks_with_local_activities += 1
-    actions = (
-        kinds["WORKFLOW_EXECUTION_STARTED"]
-        + attempts
-        + kinds["WORKFLOW_EXECUTION_SIGNALED"]
-        + kinds["UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"]
-        + kinds["TIMER_STARTED"]
-        + tasks_with_local_activities
-    )
+    cost = shape(history)
     info = (await handle.describe()).raw_description.workflow_execution_info
     return {
-        "history_events": len(history.events),
-        "workflow_tasks": kinds["WORKFLOW_TASK_COMPLETED"],
+        "history_events": cost.events,
+        "workflow_tasks": cost.workflow_tasks,
         "state_transitions": info.state_transition_count,
-        "activity_attempts": attempts,
+        "activity_attempts": sum(
+            max(e.activity_task_started_event_attributes.attempt, 1)
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+        ),
         "local_activities": kinds["MARKER_RECORDED"],
-        "actions": actions,
+        "actions": cost.actions,
         "events_by_type": dict(sorted(kinds.items())),
     }
 
@@ -145,7 +125,9 @@ async def main() -> None:
                     name: round(seconds * 1000, 2) for name, seconds in per_notification.items()
                 },
                 "per_core_notifications_per_second": {
-                    name: round(1 / seconds) for name, seconds in per_notification.items()
+                    name: round(1 / seconds)
+                    for name, seconds in per_notification.items()
+                    if seconds > 0
                 },
                 "temporal_per_notification": histories,
             },

@@ -142,13 +142,14 @@ class BenchHerald:
             await asyncio.to_thread(self.processes.pop(name).stop)
 
     async def wait_pollers(self, queue: str, count: int, timeout: float = 60.0) -> None:
-        """Wait until ``count`` worker processes poll the activity task queue of ``queue``
-        (a channel), so that a measurement does not begin before a new worker works."""
+        """Wait until ``count`` worker processes poll the workflow task queue of ``queue``
+        (a channel: its workers run its notifications), so that a measurement does not
+        begin before a new worker works."""
         client = await connect(self.settings)
         request = DescribeTaskQueueRequest(
             namespace=self.settings.temporal_namespace,
             task_queue=TaskQueue(name=channel_task_queue(queue, self.settings.task_queue_prefix)),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
         async with asyncio.timeout(timeout):
             while len((await client.workflow_service.describe_task_queue(request)).pollers) < count:

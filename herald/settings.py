@@ -88,8 +88,8 @@ class Settings(BaseSettings):
     # How many times one send may be put off by open breakers before it fails.
     breaker_max_deferrals: int = Field(default=100, ge=0)
 
-    # Sending rate per channel across all of its workers (Temporal task queue limit);
-    # unset means unlimited.
+    # Sending rate per channel across all of its workers (a limiter in Redis, and
+    # Temporal's task-queue limit for retried sends); unset means unlimited.
     email_rate_per_second: float | None = Field(default=None, gt=0)
     sms_rate_per_second: float | None = Field(default=None, gt=0)
     push_rate_per_second: float | None = Field(default=None, gt=0)

@@ -115,8 +115,10 @@ def channel_worker(
         workflow_runner=UnsandboxedWorkflowRunner(),
         activities=[send, prepare.prepare, status.record_status, status.record_accepted],
         max_concurrent_activities=concurrency,
-        max_concurrent_local_activities=concurrency,
-        max_concurrent_workflow_tasks=concurrency,
+        # Twice as many notifications in hand as sends: the next ones are prepared while
+        # the provider holds the current ones (its connections bound the sends).
+        max_concurrent_local_activities=2 * concurrency,
+        max_concurrent_workflow_tasks=2 * concurrency,
         # Temporal paces the regular activity; the first attempt (a local activity) takes
         # its turn from the shared limiter in Redis (activities/providers/sendrate.py).
         max_task_queue_activities_per_second=channel_rate(channel, settings),
