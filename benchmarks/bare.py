@@ -16,6 +16,8 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+_STEP_TIMEOUT = timedelta(seconds=30)
+
 
 @activity.defn
 async def noop(step: str) -> str:
@@ -31,9 +33,7 @@ class BareWorkflow:
     async def run(self, name: str) -> str:
         """Run both steps."""
         for step in ("first", "second"):
-            await workflow.execute_activity(
-                noop, step, start_to_close_timeout=timedelta(seconds=30)
-            )
+            await workflow.execute_activity(noop, step, start_to_close_timeout=_STEP_TIMEOUT)
         return name
 
 
@@ -46,9 +46,7 @@ class BareLocalWorkflow:
     async def run(self, name: str) -> str:
         """Run both steps."""
         for step in ("first", "second"):
-            await workflow.execute_local_activity(
-                noop, step, start_to_close_timeout=timedelta(seconds=30)
-            )
+            await workflow.execute_local_activity(noop, step, start_to_close_timeout=_STEP_TIMEOUT)
         return name
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bare import BareLocalWorkflow, BareWorkflow
-from benchmarks.environment import CpuMeter, local_herald, pid_of
+from benchmarks.environment import BenchHerald, CpuMeter, local_herald, pid_of
 from benchmarks.load import LoadGenerator, closed_loop
 from devtools.devserver import TemporalDevServer
 from devtools.histories import shape
@@ -92,6 +92,23 @@ async def bare_rate(
         worker.stop()
 
 
+async def baselines(
+    bench: BenchHerald,
+    count: int,
+    concurrency: int,
+    cpu_ms: dict[str, float],
+    runs: dict[str, float],
+    *,
+    burst: bool,
+) -> None:
+    """Measure both baselines one way (see ``bare_rate``); rates go into ``runs``."""
+    for workflow in (BareWorkflow, BareLocalWorkflow):
+        mode = "burst" if burst else "closed"
+        runs[f"{workflow.__name__}.{mode}"] = await bare_rate(
+            bench.server, count, concurrency, bench.work, cpu_ms, burst=burst, workflow=workflow
+        )
+
+
 async def history_shapes(server: TemporalDevServer) -> dict[str, dict[str, int]]:
     """Events, workflow tasks and billable actions of one completed run of each kind."""
     from temporalio.client import Client
@@ -146,27 +163,10 @@ async def main() -> None:
                 # so all meet the server's tables and the machine's speed alike.
                 cpu_ms: dict[str, float] = {}
                 runs: dict[str, float] = {}
-                for workflow in (BareWorkflow, BareLocalWorkflow):
-                    runs[f"{workflow.__name__}.burst"] = await bare_rate(
-                        bench.server,
-                        args.count,
-                        args.concurrency,
-                        bench.work,
-                        cpu_ms,
-                        burst=True,
-                        workflow=workflow,
-                    )
+
+                await baselines(bench, args.count, args.concurrency, cpu_ms, runs, burst=True)
                 herald = await load.rate(args.count, bench.pids(), cpu_ms)
-                for workflow in (BareWorkflow, BareLocalWorkflow):
-                    runs[f"{workflow.__name__}.closed"] = await bare_rate(
-                        bench.server,
-                        args.count,
-                        args.concurrency,
-                        bench.work,
-                        cpu_ms,
-                        burst=False,
-                        workflow=workflow,
-                    )
+                await baselines(bench, args.count, args.concurrency, cpu_ms, runs, burst=False)
                 # Each baseline is the faster of its two runs: started in one burst and
                 # drained (as Herald's notifications are), or in a closed loop with at most
                 # ``concurrency`` open (no backlog on the server).

@@ -331,8 +331,12 @@ class ProviderActivity:
         )
 
     async def _record_new(self, event: StatusEvent) -> bool | None:
-        """``_record``, telling a new event (True) from one written before (False);
-        None if it could not be written."""
+        """Write a transition from here, best effort: True if the event is new, False if
+        it was written before (this step is running again), None if it could not be.
+
+        Whatever this could not write, the workflow writes (its steps retry until
+        PostgreSQL answers), so a database outage never holds up or fails a send.
+        """
         if self._engine is None:
             return None
         try:
@@ -344,21 +348,8 @@ class ProviderActivity:
             return None
 
     async def _record(self, event: StatusEvent) -> bool:
-        """Write a transition from here, best effort: True if it is in the log.
-
-        Whatever this could not write, the workflow writes (its steps retry until
-        PostgreSQL answers), so a database outage never holds up or fails a send.
-        """
-        if self._engine is None:
-            return False
-        try:
-            await asyncio.wait_for(
-                statuslog.record_event(self._engine, event), _STATUS_WRITE_TIMEOUT
-            )
-        except Exception:
-            log.warning("could not record %s", event.status.value, exc_info=True)
-            return False
-        return True
+        """``_record_new``: True if the event is in the log now."""
+        return await self._record_new(event) is not None
 
     async def _signal_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
         """Tell the workflow, so its status, query and search attributes say ``retrying``."""
