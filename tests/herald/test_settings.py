@@ -136,6 +136,7 @@ def test_production_starts_once_every_secret_is_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HERALD_ENV", "production")
     monkeypatch.setenv("HERALD_SMS_AUTH_TOKEN", "real-sms-token")
     monkeypatch.setenv("HERALD_PUSH_TOKEN", "real-push-token")
+    monkeypatch.setenv("HERALD_UNSUBSCRIBE_SECRET", "real-unsubscribe-secret")
     settings = Settings()
     assert settings.env == "production"
     assert settings.push_token.get_secret_value() == "real-push-token"
