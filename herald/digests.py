@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -122,10 +122,10 @@ def _visibility(notification: NotificationInput) -> dict[str, Any]:
 
 async def signal_digest(
     client: Client, settings: Settings, notification: NotificationInput
-) -> None:
-    """Signal-with-start: add the request to its open digest, or open one. Returns once
-    Temporal has persisted the signal."""
-    await client.start_workflow(
+) -> WorkflowHandle[Any, Any]:
+    """Signal-with-start: add the request to its open digest, or open one. Returns (the
+    digest run's handle) once Temporal has persisted the signal."""
+    return await client.start_workflow(
         WORKFLOW,
         digest_input(notification),
         id=digest_workflow_id(notification),
