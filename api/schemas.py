@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
 from herald.contracts import (
     E164,
@@ -45,6 +53,14 @@ class Preferences(BaseModel):
         if TRANSACTIONAL in value:
             raise ValueError("transactional messages cannot be opted out of")
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_categories(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Users without category choices look as they did before categories existed.
+        dumped = handler(self)
+        if isinstance(dumped, dict) and not dumped.get("categories"):
+            dumped.pop("categories", None)
+        return dumped
 
 
 class UserFields(BaseModel):

@@ -8,9 +8,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from datetime import timedelta
 from typing import Any
 
+from cli.stuck import find_stuck
 from devtools.sinks import Received, Sinks
+from herald import search
+from herald.settings import Settings
+from herald.temporal import connect
 from tests.harness import Stack, Tenant, events, wait_for_status
 
 ITEM = re.compile(r"<li>([^<]+)</li>")
@@ -208,3 +213,29 @@ async def test_a_digest_cannot_be_combined_with_send_at_or_fallback(tenant: Tena
         )
         assert answer.status_code == 422, answer.text
         assert answer.json()["detail"][0]["loc"] == ["body", "digest"]
+
+
+async def test_an_open_digest_is_scheduled_in_temporal_and_not_stuck(
+    tenant: Tenant, settings: Settings
+) -> None:
+    user = await tenant.user()
+    template = await _digest_template(tenant)
+    nid = await _send(tenant, user["id"], template, "ui", 1, window=3600)
+    digest_id = (await _wait_for_digest_id(tenant, nid))["digest_id"]
+    client = await connect(settings)
+
+    query = f'HeraldRecipient="{user["id"]}" AND ExecutionStatus="Running"'
+    deadline = time.monotonic() + 30
+    while not (found := [run async for run in client.list_workflows(query)]):
+        assert time.monotonic() < deadline, "the digest is not listed"
+        await asyncio.sleep(0.5)
+    (execution,) = found
+    assert execution.id.startswith("digest-")
+    assert execution.typed_search_attributes.get(search.STATUS) == "scheduled"
+    described = await client.get_workflow_handle(execution.id).describe()
+    assert "digest ui" in (await described.static_summary() or "")
+    state = await client.get_workflow_handle(execution.id).query("status")
+    assert (state["digest_id"], state["members"]) == (digest_id, 1)
+
+    stuck = await find_stuck(client, settings, timedelta(0))
+    assert execution.id not in {row.workflow_id for row in stuck}
