@@ -2,24 +2,89 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select
+import uuid
+from typing import Any
+
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
 from herald import statuslog
-from herald.contracts import Channel, Recipient, RecipientLookup
-from herald.db import Device, User, single_statements
-
-# Built once: the lookup runs them for every notification.
-_USER = select(User.email, User.phone, User.locale, User.preferences).where(
-    User.tenant_id == bindparam("tenant_id"), User.id == bindparam("user_id")
+from herald.contracts import (
+    TRANSACTIONAL,
+    Channel,
+    QuietHours,
+    Recipient,
+    RecipientLookup,
+    workflow_id_for,
 )
+from herald.db import Device, Notification, Template, User, single_statements
+
+# The category of the template being sent: named by the lookup, or found through the
+# notification, in the same statement as the user (no extra round trip).
+_TEMPLATE_KEY = func.coalesce(
+    bindparam("template", type_=Template.key.type),
+    select(Notification.template)
+    .where(Notification.id == bindparam("notification_id", type_=Notification.id.type))
+    .scalar_subquery(),
+)
+_CATEGORY = (
+    select(Template.category)
+    .where(
+        Template.tenant_id == bindparam("tenant_id"),
+        Template.key == _TEMPLATE_KEY,
+        Template.channel == bindparam("channel"),
+    )
+    .order_by(Template.version.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+# Built once: the lookup runs them for every notification.
+_USER = select(
+    User.email,
+    User.phone,
+    User.locale,
+    User.preferences,
+    User.quiet_hours,
+    User.timezone,
+    _CATEGORY.label("category"),
+).where(User.tenant_id == bindparam("tenant_id"), User.id == bindparam("user_id"))
 _NEWEST_DEVICE = (
     select(Device.token)
     .where(Device.tenant_id == bindparam("tenant_id"), Device.user_id == bindparam("user_id"))
     .order_by(Device.id.desc())
     .limit(1)
 )
+
+
+def notification_of_caller() -> uuid.UUID | None:
+    """The notification whose workflow runs this activity, if a notification's does."""
+    try:
+        workflow_id = activity.info().workflow_id or ""
+    except RuntimeError:  # called outside an activity
+        return None
+    prefix = workflow_id_for("")
+    if not workflow_id.startswith(prefix):
+        return None
+    try:
+        return uuid.UUID(workflow_id.removeprefix(prefix))
+    except ValueError:
+        return None
+
+
+def opted_out(preferences: dict[str, Any], channel: Channel, category: str | None) -> str | None:
+    """Why the user's preferences stop this message, naming the preference; None if not."""
+    if not preferences.get(channel.value, True):
+        return f"user opted out of {channel.value}"
+    if category is None or category == TRANSACTIONAL:
+        return None
+    choices = (preferences.get("categories") or {}).get(category) or {}
+    if choices.get(channel.value, True) is False:
+        return (
+            f"user opted out of {category} on {channel.value} "
+            f"(preferences.categories.{category}.{channel.value})"
+        )
+    return None
 
 
 class RecipientActivities:
@@ -30,20 +95,38 @@ class RecipientActivities:
 
     @activity.defn(name="load_recipient")
     async def load_recipient(self, lookup: RecipientLookup) -> Recipient:
-        """Find the address for the channel; unknown, opted out or unreachable → suppressed.
+        """Find the address for the channel; unknown, opted out (of the channel or of the
+        template's category) or unreachable → suppressed.
 
         With ``lookup.accepted``, first make sure the notification is logged as accepted
         (the workflow's first step: one local activity and one connection, not two).
+        The user's quiet hours and timezone come back with the address.
         """
+        accepted = lookup.accepted
+        template = lookup.template or (accepted.template if accepted else None)
+        notification_id = lookup.notification_id or (
+            accepted.notification_id if accepted else notification_of_caller()
+        )
         async with single_statements(self._engine) as conn:
-            if lookup.accepted is not None:
-                await statuslog.write_accepted(conn, lookup.accepted)
+            if accepted is not None:
+                await statuslog.write_accepted(conn, accepted)
             who = {"tenant_id": lookup.tenant_id, "user_id": lookup.user_id}
-            user = (await conn.execute(_USER, who)).first()
+            user = (
+                await conn.execute(
+                    _USER,
+                    who
+                    | {
+                        "template": template,
+                        "notification_id": notification_id,
+                        "channel": lookup.channel.value,
+                    },
+                )
+            ).first()
             if user is None:
                 return Recipient(suppressed_reason=f"unknown user {lookup.user_id!r}")
-            if not (user.preferences or {}).get(lookup.channel.value, True):
-                return Recipient(suppressed_reason=f"user opted out of {lookup.channel.value}")
+            stopped = opted_out(user.preferences or {}, lookup.channel, user.category)
+            if stopped is not None:
+                return Recipient(suppressed_reason=stopped, category=user.category)
             address: str | None
             if lookup.channel is Channel.email:
                 address, missing = user.email, "user has no email address"
@@ -53,5 +136,11 @@ class RecipientActivities:
                 address = (await conn.execute(_NEWEST_DEVICE, who)).scalar()
                 missing = "user has no push device"
         if not address:
-            return Recipient(suppressed_reason=missing)
-        return Recipient(address=address, locale=user.locale)
+            return Recipient(suppressed_reason=missing, category=user.category)
+        return Recipient(
+            address=address,
+            locale=user.locale,
+            quiet_hours=QuietHours.model_validate(user.quiet_hours) if user.quiet_hours else None,
+            timezone=user.timezone,
+            category=user.category,
+        )

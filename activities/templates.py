@@ -8,6 +8,9 @@ render error is permanent.
 
 from __future__ import annotations
 
+import uuid
+from typing import Any
+
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
 from sqlalchemy import RowMapping, Select, bindparam, select
@@ -16,9 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from herald.contracts import Channel, RenderedMessage, RenderRequest
-from herald.db import Template, single_statements
+from activities.recipients import notification_of_caller
+from herald.contracts import TRANSACTIONAL, Channel, RenderedMessage, RenderRequest
+from herald.db import Notification, Template, single_statements
+from herald.settings import Settings, get_settings
 from herald.templating import render_source
+from herald.unsubscribe import Unsubscribe, links
 
 DEFAULT_LOCALE = "en"
 __all__ = ["TemplateActivities", "pick_locale"]
@@ -37,10 +43,12 @@ def pick_locale(available: list[str], wanted: str | None) -> str | None:
     return sorted(available)[0] if available else None
 
 
-def _versions(*, pinned: bool) -> Select[str, int, str | None, str]:
+def _versions(*, pinned: bool) -> Select[str, int, str | None, str, str]:
     """The newest (or the pinned) version of a template in each of its locales."""
     query = (
-        select(Template.locale, Template.version, Template.subject, Template.body)
+        select(
+            Template.locale, Template.version, Template.subject, Template.body, Template.category
+        )
         .where(
             Template.tenant_id == bindparam("tenant_id"),
             Template.key == bindparam("key"),
@@ -54,13 +62,16 @@ def _versions(*, pinned: bool) -> Select[str, int, str | None, str]:
 
 # Built once: the render step runs them for every notification.
 _LATEST, _PINNED = _versions(pinned=False), _versions(pinned=True)
+_USER_OF = select(Notification.user_id).where(Notification.id == bindparam("notification_id"))
 
 
 class TemplateActivities:
     """Built once per core worker around the process's engine."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings | None = None) -> None:
         self._engine = engine
+        # The unsubscribe links' secret and public URL; the worker's environment by default.
+        self._settings = settings or get_settings()
 
     async def _load(self, request: RenderRequest) -> RowMapping | None:
         """The latest (or the pinned) version in the best locale, in one query."""
@@ -89,12 +100,14 @@ class TemplateActivities:
                 non_retryable=True,
             )
         where = f"template {request.template!r} v{template['version']} ({template['locale']})"
+        category = template["category"] or TRANSACTIONAL
+        data, headers = await self._unsubscribe(request, category)
         try:
             body = render_source(
-                template["body"], request.data, autoescape=request.channel is Channel.email
+                template["body"], data, autoescape=request.channel is Channel.email
             )
             subject = (
-                render_source(template["subject"], request.data, autoescape=False)
+                render_source(template["subject"], data, autoescape=False)
                 if template["subject"]
                 else None
             )
@@ -121,4 +134,32 @@ class TemplateActivities:
             locale=template["locale"],
             subject=subject,
             body=body,
+            headers=headers,
+            category=category,
         )
+
+    async def _unsubscribe(
+        self, request: RenderRequest, category: str
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The data the template sees and the email headers: a message of any category
+        but ``transactional`` gets ``unsubscribe_url`` and, by email, ``List-Unsubscribe``
+        with ``List-Unsubscribe-Post`` (RFC 8058)."""
+        if category == TRANSACTIONAL:
+            return request.data, {}
+        user_id = request.user_id or await self._user_of(notification_of_caller())
+        if user_id is None:
+            return request.data, {}
+        url, headers = links(
+            self._settings, Unsubscribe(request.tenant_id, user_id, category, request.channel)
+        )
+        # Herald's link wins over a ``unsubscribe_url`` in the request's data.
+        return {**request.data, "unsubscribe_url": url}, headers
+
+    async def _user_of(self, notification_id: uuid.UUID | None) -> str | None:
+        if notification_id is None:
+            return None
+        async with single_statements(self._engine) as conn:
+            user_id: str | None = (
+                await conn.execute(_USER_OF, {"notification_id": notification_id})
+            ).scalar()
+        return user_id

@@ -12,7 +12,7 @@ from api.backends import Backends
 from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
-from api.routes import health, notifications, templates, users
+from api.routes import health, notifications, templates, unsubscribe, users
 from herald.db import make_engine
 from herald.logs import configure_logging
 from herald.runtime import tune_gc
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (users.router, templates.router, notifications.router, health.router):
         app.include_router(router)
+    app.include_router(unsubscribe.router)
 
     # The last added runs first: request ids on every answer, then metrics and the access
     # log around everything else, so the body limit's 413 is counted and logged too.

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 
-from herald.contracts import E164, Channel, Locale, Status, TemplateKey, UserId, has_nul
+from herald.contracts import (
+    E164,
+    TRANSACTIONAL,
+    CategoryName,
+    Channel,
+    Locale,
+    QuietHours,
+    Status,
+    TemplateKey,
+    UserId,
+    has_nul,
+)
 
 MAX_TEMPLATE_CHARS = 32_768
 _TIMEZONES = frozenset(available_timezones())
@@ -23,6 +42,25 @@ class Preferences(BaseModel):
     email: bool = True
     sms: bool = True
     push: bool = True
+    # Per category and channel: ``{"marketing": {"email": false}}`` (unnamed: accepted).
+    categories: dict[CategoryName, dict[Channel, bool]] = Field(default_factory=dict)
+
+    @field_validator("categories")
+    @classmethod
+    def _not_transactional(
+        cls, value: dict[str, dict[Channel, bool]]
+    ) -> dict[str, dict[Channel, bool]]:
+        if TRANSACTIONAL in value:
+            raise ValueError("transactional messages cannot be opted out of")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_empty_categories(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # Users without category choices look as they did before categories existed.
+        dumped = handler(self)
+        if isinstance(dumped, dict) and not dumped.get("categories"):
+            dumped.pop("categories", None)
+        return dumped
 
 
 class UserFields(BaseModel):
@@ -35,6 +73,9 @@ class UserFields(BaseModel):
     locale: Locale | None = None
     timezone: str | None = None
     preferences: Preferences = Field(default_factory=Preferences)
+    quiet_hours: QuietHours | None = Field(
+        default=None, description="Only urgent messages in this daily window (in `timezone`)."
+    )
 
     @field_validator("phone")
     @classmethod
@@ -95,6 +136,11 @@ class TemplateIn(BaseModel):
     locale: Locale = "en"
     subject: str | None = Field(default=None, max_length=998)
     body: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    category: CategoryName = Field(
+        default=TRANSACTIONAL,
+        description="Users may opt out of any category but `transactional`; emails of "
+        "other categories carry one-click unsubscribe headers.",
+    )
 
     @field_validator("subject", "body")
     @classmethod
@@ -114,6 +160,7 @@ class TemplateOut(BaseModel):
     subject: str | None
     body: str
     created_at: datetime
+    category: str = TRANSACTIONAL
 
 
 class TemplateVersions(BaseModel):
@@ -149,6 +196,10 @@ class NotificationOut(BaseModel):
     cycle: int = 1
     send_at: datetime | None = None
     fallback: list[Channel] = Field(default_factory=list)
+    # A request that joined a digest: the digest, and once it closed, the notification
+    # it was sent as (whose status this one then shows).
+    digest_id: uuid.UUID | None = None
+    digest_notification_id: uuid.UUID | None = None
 
     @field_validator("fallback", mode="before")
     @classmethod

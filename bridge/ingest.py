@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from herald import amqp, submission
+from herald import amqp, digests, submission
 from herald.contracts import Channel, QueuedNotification
 from herald.logs import log_context
 from herald.settings import Settings
@@ -147,7 +147,7 @@ class Ingest:
             request=request,
             request_id=request_id,
         )
-        started = await submission.accept(
-            self._temporal, self._engine, self._settings, notification
-        )
+        # A request with a digest joins its digest instead of starting a notification.
+        accept = digests.accept if digests.joins_digest(request) else submission.accept
+        started = await accept(self._temporal, self._engine, self._settings, notification)
         return Outcome.started if started else Outcome.duplicate

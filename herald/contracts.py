@@ -12,7 +12,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # ``\A``/``\Z``, not ``^``/``$``: ``$`` also matches before a trailing newline, so
 # ``"+15550100123\n"`` would pass ``E164.match``. (The ``pattern=`` fields below are checked
@@ -58,6 +65,52 @@ Locale = Annotated[
 ]
 
 
+CategoryName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+# Templates are transactional unless they say otherwise; transactional messages (a
+# password reset, a receipt) cannot be opted out of and carry no unsubscribe link.
+TRANSACTIONAL = "transactional"
+# At most this many requests become one digest, whatever ``max_items`` asks.
+DIGEST_ITEMS_LIMIT = 500
+_CLOCK = re.compile(r"\A([01]\d|2[0-3]):[0-5]\d\Z")
+
+
+class Priority(StrEnum):
+    """``urgent`` skips quiet hours and digests."""
+
+    normal = "normal"
+    urgent = "urgent"
+
+
+class DigestSpec(BaseModel):
+    """``digest``: collect this user's requests with the same channel, template and key
+    into one notification, sent when the window closes or ``max_items`` is reached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@/-]+$")
+    window_seconds: int = Field(ge=1, le=7 * 24 * 3600)
+    max_items: int | None = Field(default=None, ge=1, le=DIGEST_ITEMS_LIMIT)
+
+
+class QuietHours(BaseModel):
+    """A daily window, in the user's timezone, in which nothing but urgent is sent.
+
+    ``start`` after ``end`` crosses midnight (``22:00``-``08:00``); equal means none.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str = Field(examples=["22:00"])
+    end: str = Field(examples=["08:00"])
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError("a time of day as HH:MM (24-hour), e.g. 22:00")
+        return value
+
+
 def has_nul(value: Any) -> bool:
     """Whether a JSON value holds a NUL character anywhere, which PostgreSQL cannot store."""
     if isinstance(value, str):
@@ -87,6 +140,13 @@ class NotificationBody(BaseModel):
         description="Channels to try next, in order, when the user cannot be reached on the "
         "first (no address or device, opted out, or the send failed for good).",
     )
+    priority: Priority = Field(
+        default=Priority.normal, description="`urgent` skips quiet hours and digests."
+    )
+    digest: DigestSpec | None = Field(
+        default=None,
+        description="Join (or open) the digest of this user, channel, template and key.",
+    )
 
     @field_validator("data")
     @classmethod
@@ -107,6 +167,16 @@ class NotificationBody(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("send_at needs a timezone, e.g. 2030-01-01T09:00:00Z")
+        return value
+
+    @field_validator("digest")
+    @classmethod
+    def _digest_alone(cls, value: DigestSpec | None, info: ValidationInfo) -> DigestSpec | None:
+        # A digest is sent when its window closes, on its one channel.
+        if value is not None and info.data.get("send_at") is not None:
+            raise ValueError("a digest is sent when its window closes: it cannot have send_at")
+        if value is not None and info.data.get("fallback"):
+            raise ValueError("a digest is sent on its own channel: it cannot have a fallback")
         return value
 
 
@@ -189,6 +259,8 @@ class NotificationInput(BaseModel):
     request_hash: str | None = None
     task_queue_prefix: str = "herald"
     fallback: list[Channel] = Field(default_factory=list)
+    priority: Priority = Priority.normal
+    digest: DigestSpec | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -210,6 +282,11 @@ class RecipientLookup(BaseModel):
     # The first lookup of a cycle that sends at once also makes sure the notification's
     # row and ``accepted`` event exist (the same write as ``record_accepted``).
     accepted: NotificationInput | None = None
+    # The template being sent, whose category the user may have opted out of. Unset, the
+    # lookup finds it through the notification (``notification_id``, ``accepted``, or
+    # the workflow the lookup runs for).
+    template: str | None = None
+    notification_id: uuid.UUID | None = None
 
 
 class Recipient(BaseModel):
@@ -218,6 +295,10 @@ class Recipient(BaseModel):
     address: str | None = None
     locale: str | None = None
     suppressed_reason: str | None = None
+    # When the user wants nothing but urgent messages (``herald.quiet.quiet_until``).
+    quiet_hours: QuietHours | None = None
+    timezone: str | None = None
+    category: str | None = None
 
 
 class RenderRequest(BaseModel):
@@ -229,6 +310,9 @@ class RenderRequest(BaseModel):
     locale: str | None = None
     version: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    # Whose message it is, for the unsubscribe link of a non-transactional template;
+    # unset, the render step finds it through the notification it runs for.
+    user_id: str | None = None
 
 
 class RenderedMessage(BaseModel):
@@ -238,6 +322,9 @@ class RenderedMessage(BaseModel):
     locale: str
     subject: str | None = None
     body: str
+    # Extra email headers (``List-Unsubscribe`` for non-transactional categories).
+    headers: dict[str, str] = Field(default_factory=dict)
+    category: str = TRANSACTIONAL
 
 
 class SendRequest(BaseModel):
@@ -371,3 +458,93 @@ class Prepared(BaseModel):
     recipient: Recipient
     message: RenderedMessage | None = None
     render_error: str | None = None
+
+
+# --- Digests (``workflows/digest.py``) ---
+
+
+class DigestItem(BaseModel):
+    """Signal ``add``: one request joining its digest (the notification it would have been)."""
+
+    notification: NotificationInput
+
+
+class DigestInput(BaseModel):
+    """The input of one ``DigestWorkflow`` run: one digest window of one digest key.
+
+    ``pending`` holds the requests that arrived after the previous window closed; the run
+    continued as new hands them to this one.
+    """
+
+    tenant_id: uuid.UUID
+    tenant: str = ""
+    user_id: str
+    channel: Channel
+    template: str
+    key: str
+    window_seconds: int
+    max_items: int | None = None
+    task_queue_prefix: str = "herald"
+    pending: list[DigestItem] = Field(default_factory=list)
+    # Which digest of this key the run is (1 for the first), for the Temporal UI.
+    number: int = 1
+
+
+class DigestClaim(BaseModel):
+    """Input of ``claim_digest_items``: make these requests members of this digest."""
+
+    digest_id: uuid.UUID
+    workflow_id: str
+    tenant_id: uuid.UUID
+    user_id: str
+    channel: Channel
+    template: str
+    key: str
+    opened_at: datetime
+    closes_at: datetime
+    items: list[NotificationInput]
+
+
+class DigestClaimed(BaseModel):
+    """The requests that are now members (those already in another digest are not)."""
+
+    notification_ids: list[uuid.UUID] = Field(default_factory=list)
+
+
+class DigestClose(BaseModel):
+    """Input of ``send_digest``: the one notification a closed digest becomes."""
+
+    digest_id: uuid.UUID
+    notification_id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant: str = ""
+    user_id: str
+    channel: Channel
+    template: str
+    locale: str | None = None
+    # Each member's ``data``, oldest first, and their notification ids in the same order.
+    items: list[dict[str, Any]]
+    item_ids: list[uuid.UUID]
+    closed_at: datetime
+    waited_until: datetime | None = None
+    request_id: str | None = None
+
+
+class DigestOutcome(BaseModel):
+    """What one digest run did."""
+
+    digest_id: uuid.UUID
+    count: int
+    notification_id: uuid.UUID | None = None
+    carried_over: int = 0
+
+
+class DigestState(BaseModel):
+    """Query ``status`` of a digest run."""
+
+    digest_id: uuid.UUID
+    members: int
+    pending: int
+    closes_at: datetime | None = None
+    closed: bool = False
+    waiting_until: datetime | None = None

@@ -86,6 +86,8 @@ class User(Base):
     preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+    # ``{"start": "22:00", "end": "08:00"}`` in ``timezone``; NULL: none.
+    quiet_hours: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Device(Base):
@@ -122,6 +124,8 @@ class Template(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
+    # What kind of message it is; users may opt out of any but ``transactional``.
+    category: Mapped[str] = mapped_column(String(64), server_default="transactional")
 
 
 class Notification(Base):
@@ -156,6 +160,8 @@ class Notification(Base):
     fallback: Mapped[list[str] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The digest this request became part of (``digests.id``); NULL for other notifications.
+    digest_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
 
 
 class NotificationEvent(Base):
@@ -178,6 +184,27 @@ class NotificationEvent(Base):
     provider: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Digest(Base):
+    """One digest window: the requests it collected and the notification it became."""
+
+    __tablename__ = "digests"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # The digest workflow (one per tenant, user, channel, template and key).
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(8))
+    template: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(128))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closes_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    item_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The notification it was sent as, once closed.
+    notification_id: Mapped[uuid.UUID | None]
 
 
 # A pooled connection idle for longer than this is checked before it is used again.

@@ -164,6 +164,15 @@ class Settings(BaseSettings):
     # later at the latest, whatever the Temporal server does.
     worker_shutdown_seconds: float = Field(default=30.0, gt=0)
 
+    # --- Unsubscribe links and digests ---
+    # Where Herald's API is reached from outside (links in messages): an https URL in
+    # production. One-click unsubscribe links are ``{public_url}/u/{token}``.
+    public_url: str = "http://127.0.0.1:8000"
+    # Signs unsubscribe tokens; changing it invalidates every link already sent.
+    unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret")
+    # The mailto of ``List-Unsubscribe``; unset: ``unsubscribe@`` the sender's domain.
+    unsubscribe_mailto: str | None = None
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -48,6 +48,11 @@ def request_hash(request: NotificationRequest) -> str:
     if not fields.get("fallback"):
         # Requests without a fallback hash as they did before the field existed.
         fields.pop("fallback", None)
+    # Likewise requests of normal priority and without a digest.
+    if fields.get("priority") == "normal":
+        fields.pop("priority")
+    if fields.get("digest") is None:
+        fields.pop("digest", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -94,6 +99,8 @@ def build_input(
         request_hash=request_hash(request),
         task_queue_prefix=settings.task_queue_prefix,
         fallback=request.fallback,
+        priority=request.priority,
+        digest=request.digest,
     )
 
 

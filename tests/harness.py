@@ -71,6 +71,8 @@ def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides:
         "log_level": "INFO",
     }
     values.update(overrides)
+    # Links in messages (one-click unsubscribe) point at this run's API.
+    values.setdefault("public_url", f"http://127.0.0.1:{values['api_port']}")
     return Settings(**values)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.digests import DigestActivities
 from activities.failures import FailureActivities
 from activities.prepare import PrepareActivities
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
@@ -43,6 +44,7 @@ from herald.gcra import Gcra
 from herald.metrics import start_process_metrics
 from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
+from workflows.digest import DigestWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.notification_v1 import NotificationWorkflowV1
 
@@ -63,7 +65,7 @@ def core_worker(
     concurrency: int,
     publisher: amqp.Publisher | None = None,
 ) -> Worker:
-    """The worker for ``publish_failed`` and the first version's runs and steps.
+    """The worker for ``publish_failed``, digests, and the first version's runs and steps.
 
     ``publisher`` reaches RabbitMQ for ``herald.failed``; it connects on first use, so the
     worker starts (and works) while RabbitMQ is down.
@@ -76,11 +78,12 @@ def core_worker(
         RecipientActivities(engine).load_recipient,
         TemplateActivities(engine).render_template,
         FailureActivities(publisher).publish_failed,
+        *DigestActivities(engine, client, settings).registered(),
     ]
     return Worker(
         client,
         task_queue=core_task_queue(settings),
-        workflows=[NotificationWorkflowV1],
+        workflows=[NotificationWorkflowV1, DigestWorkflow],
         # Workflows run outside Temporal's sandbox: it costs about a third of this worker's
         # CPU per notification. The sandbox's check for non-deterministic calls runs in
         # the tests instead, which replay every history they produce inside it
@@ -106,7 +109,7 @@ def channel_worker(
     the channel's provider activity (also their first attempt, run locally)."""
     provider, send = channel_activity(channel, settings, engine, http)
     status = StatusActivities(engine)
-    prepare = PrepareActivities(RecipientActivities(engine), TemplateActivities(engine))
+    prepare = PrepareActivities(RecipientActivities(engine), TemplateActivities(engine, settings))
     worker = Worker(
         client,
         task_queue=channel_task_queue(channel, settings.task_queue_prefix),

@@ -1,7 +1,8 @@
 """``NotificationWorkflow``: one durable run per send cycle of one notification.
 
-accepted → [scheduled] → prepare (recipient, render) → sending → sent | failed, with
-``suppressed`` (cannot or must not reach the user) and ``cancelled`` on the way.
+accepted → [scheduled] → prepare (recipient, render) → [scheduled: the user's quiet
+hours] → sending → sent | failed, with ``suppressed`` (cannot or must not reach the user)
+and ``cancelled`` on the way.
 
 The run lives on its channel's task queue, so the channel's workers run it and the
 channel scales by starting more of them. A clean send is one workflow task: ``prepare``
@@ -54,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         StatusEvent,
         sent_detail,
     )
+    from herald.quiet import quiet_until
     from herald.temporal import channel_task_queue
 
 # Steps that only touch PostgreSQL retry until it is back: a database outage delays a
@@ -147,15 +149,7 @@ class NotificationWorkflow:
             first = await self._prepare(request, request.channel, accepted=True)
         else:
             await self._step(StatusActivities.record_accepted, AcceptedRecord(notification=request))
-            await self._transition(
-                Status.scheduled, detail=f"waiting until {request.send_at.isoformat()}"
-            )
-            try:
-                await workflow.wait_condition(
-                    lambda: self._cancel is not None, timeout=request.send_at - workflow.now()
-                )
-            except TimeoutError:
-                pass
+            await self._hold(request.send_at, f"waiting until {request.send_at.isoformat()}")
         channels = [request.channel, *request.fallback]
         for leg, channel in enumerate(channels):
             if self._cancel is not None:
@@ -178,6 +172,8 @@ class NotificationWorkflow:
                     user_id=request.user_id,
                     channel=channel,
                     accepted=request if accepted else None,
+                    template=request.template,
+                    notification_id=request.notification_id,
                 ),
                 render=RenderRequest(
                     tenant_id=request.tenant_id,
@@ -186,6 +182,7 @@ class NotificationWorkflow:
                     locale=request.locale,
                     version=request.template_version if channel is request.channel else None,
                     data=request.data,
+                    user_id=request.user_id,
                 ),
             ),
         )
@@ -216,9 +213,24 @@ class NotificationWorkflow:
                 return await self._transition(Status.failed, error=self._all_reasons(reason))
             await self._fall_back(channel, reason)
             return None
+        quiet_ends = quiet_until(
+            recipient.quiet_hours, recipient.timezone, workflow.now(), request.priority
+        )
+        if quiet_ends is not None:
+            await self._hold(quiet_ends, f"quiet hours until {quiet_ends.isoformat()}")
         if self._cancel is not None:
             return await self._cancelled()
         return await self._deliver(request, channel, recipient.address, prepared.message, last)
+
+    async def _hold(self, until: datetime, why: str) -> None:
+        """``scheduled`` until ``until`` (a durable timer), or until a cancel."""
+        await self._transition(Status.scheduled, detail=why)
+        try:
+            await workflow.wait_condition(
+                lambda: self._cancel is not None, timeout=until - workflow.now()
+            )
+        except TimeoutError:
+            pass
 
     async def _fall_back(self, channel: Channel, reason: str) -> None:
         """Log why the user cannot be reached on ``channel`` before the next one is tried."""

@@ -86,6 +86,9 @@ def build_message(request: SendRequest, sender: str) -> EmailMessage:
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = f"<{request.idempotency_key}@{domain}>"
     msg["X-Herald-Notification-Id"] = str(request.notification_id)
+    for name, value in request.message.headers.items():
+        # e.g. List-Unsubscribe and List-Unsubscribe-Post for non-transactional mail.
+        msg[_header(name, "header name")] = _header(value, name)
     msg.set_content(_plain_text(request.message.body))
     msg.add_alternative(request.message.body, subtype="html")
     # A random 128-bit boundary cannot occur in the parts by chance; without one, the

@@ -18,7 +18,7 @@ from api.backends import Backends
 from api.context import request_id_var
 from api.errors import ApiError, not_found, unprocessable
 from api.schemas import EventOut, NotificationOut, NotificationPage
-from herald import submission
+from herald import digests, submission
 from herald.contracts import (
     CancelRequest,
     Channel,
@@ -44,7 +44,7 @@ class Submitted:
 
 
 def _out(row: RowMapping) -> NotificationOut:
-    return NotificationOut.model_validate(dict(row))
+    return NotificationOut.model_validate(digests.notification_view(row))
 
 
 async def _row(
@@ -54,7 +54,7 @@ async def _row(
         return (
             (
                 await conn.execute(
-                    select(_NOTIFICATIONS).where(
+                    digests.notifications_select().where(
                         Notification.id == notification_id, Notification.tenant_id == tenant_id
                     )
                 )
@@ -130,8 +130,10 @@ async def submit(
         idempotency_key=idempotency_key,
         request_id=request_id,
     )
+    # A request with a digest joins its digest instead of starting a notification.
+    accept = digests.accept if digests.joins_digest(request) else submission.accept
     async with backends.admission.slot():
-        started = await submission.accept(backends.temporal, engine, settings, notification)
+        started = await accept(backends.temporal, engine, settings, notification)
     if not started:
         # The same Idempotency-Key raced us: answer with the one that won.
         for _ in range(50):
@@ -209,7 +211,7 @@ async def list_notifications(
     cursor: str | None,
 ) -> NotificationPage:
     """Newest first, filtered, one page at a time."""
-    query = select(_NOTIFICATIONS).where(Notification.tenant_id == tenant.id)
+    query = digests.notifications_select().where(Notification.tenant_id == tenant.id)
     if status is not None:
         query = query.where(Notification.status == status.value)
     if channel is not None:
@@ -236,6 +238,10 @@ async def cancel(
     current = await get_notification(backends.engine, tenant, notification_id)
     if current.status.terminal:
         raise ApiError(409, f"notification is already {current.status.value}; nothing to cancel")
+    if current.digest_id is not None:
+        raise ApiError(
+            409, f"notification is part of digest {current.digest_id}; it is sent with it"
+        )
     handle = backends.temporal.get_workflow_handle(workflow_id_for(notification_id))
     try:
         await handle.signal("cancel", CancelRequest())
@@ -254,6 +260,10 @@ async def resend(
     row = await _row(engine, tenant.id, notification_id)
     if row is None:
         raise not_found(f"notification {notification_id}")
+    if row["digest_id"] is not None:
+        raise ApiError(
+            409, f"notification is part of digest {row['digest_id']}; it is sent with it"
+        )
     if not Status(row["status"]).terminal:
         raise ApiError(409, f"notification is still {row['status']}; resend it once it has ended")
     request = NotificationRequest(

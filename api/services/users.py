@@ -26,7 +26,8 @@ def _columns(fields: UserFields) -> dict[str, object]:
         "phone": fields.phone,
         "locale": fields.locale,
         "timezone": fields.timezone,
-        "preferences": fields.preferences.model_dump(),
+        "preferences": fields.preferences.model_dump(mode="json"),
+        "quiet_hours": fields.quiet_hours.model_dump() if fields.quiet_hours else None,
     }
 
 

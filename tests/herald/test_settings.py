@@ -136,6 +136,7 @@ def test_production_starts_once_every_secret_is_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HERALD_ENV", "production")
     monkeypatch.setenv("HERALD_SMS_AUTH_TOKEN", "real-sms-token")
     monkeypatch.setenv("HERALD_PUSH_TOKEN", "real-push-token")
+    monkeypatch.setenv("HERALD_UNSUBSCRIBE_SECRET", "real-unsubscribe-secret")
     settings = Settings()
     assert settings.env == "production"
     assert settings.push_token.get_secret_value() == "real-push-token"
@@ -157,3 +158,15 @@ def test_the_herald_command_reports_the_refusal_in_one_line() -> None:
     assert lines[0].startswith("herald: ")
     assert "HERALD_PUSH_TOKEN" in lines[0]
     assert "HERALD_SMS_AUTH_TOKEN" not in lines[0]
+
+
+def test_production_refuses_the_development_unsubscribe_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HERALD_ENV", "production")
+    monkeypatch.setenv("HERALD_SMS_AUTH_TOKEN", "real-sms-token")
+    monkeypatch.setenv("HERALD_PUSH_TOKEN", "real-push-token")
+    with pytest.raises(InsecureSettings) as refused:
+        Settings()
+    assert "HERALD_UNSUBSCRIBE_SECRET" in str(refused.value)
+    assert "dev-unsubscribe-secret" not in repr(Settings(env="development"))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio import activity
@@ -42,6 +43,7 @@ from herald.contracts import (
     NotificationState,
     Prepared,
     PrepareRequest,
+    QuietHours,
     Recipient,
     RecipientLookup,
     RenderedMessage,
@@ -481,3 +483,50 @@ async def test_an_opted_out_user_is_suppressed_without_a_send(env: WorkflowEnvir
     assert final.status is Status.suppressed
     assert fake.log() == [("accepted", 0), ("suppressed", 0)]
     assert fake.sends == []
+
+
+def _quiet_around(now: datetime, hours: int) -> Recipient:
+    """A recipient whose quiet hours (in Tokyo) began an hour ago and last ``hours``."""
+    tokyo = now.astimezone(ZoneInfo("Asia/Tokyo"))
+    start, end = tokyo - timedelta(hours=1), tokyo + timedelta(hours=hours - 1)
+    return Recipient(
+        address="ada@email",
+        quiet_hours=QuietHours(start=start.strftime("%H:%M"), end=end.strftime("%H:%M")),
+        timezone="Asia/Tokyo",
+    )
+
+
+async def test_quiet_hours_hold_a_send_until_they_end_in_the_users_time_zone(
+    env: WorkflowEnvironment,
+) -> None:
+    now = await env.get_current_time()
+    fake = FakeHerald(recipients={Channel.email: _quiet_around(now, hours=8)})
+    async with running(env, fake) as prefix:
+        handle = await start(env.client, notification(prefix, now))
+        await until_status(handle, Status.scheduled)
+        assert fake.sends == []
+        final = await handle.result()
+
+    assert final.status is Status.sent
+    assert fake.log() == [("accepted", 0), ("scheduled", 0), ("sending", 1), ("sent", 1)]
+    scheduled = next(e for e in fake.events if e.status is Status.scheduled)
+    assert (scheduled.detail or "").startswith("quiet hours until ")
+    # Sent once the window ended, seven hours on (whole minutes: the window is HH:MM).
+    assert fake.sends[0].started - now >= timedelta(hours=6, minutes=59)
+
+
+async def test_an_urgent_send_ignores_quiet_hours_and_a_cancel_ends_the_wait(
+    env: WorkflowEnvironment,
+) -> None:
+    now = await env.get_current_time()
+    fake = FakeHerald(recipients={Channel.email: _quiet_around(now, hours=8)})
+    async with running(env, fake) as prefix:
+        urgent = await start(env.client, notification(prefix, now, priority="urgent"))
+        assert (await urgent.result()).status is Status.sent
+        waiting = await start(env.client, notification(prefix, now))
+        await until_status(waiting, Status.scheduled)
+        await waiting.signal(NotificationWorkflow.cancel, CancelRequest(reason="not now"))
+        final = await waiting.result()
+
+    assert final.status is Status.cancelled
+    assert len(fake.sends) == 1
