@@ -149,6 +149,8 @@ class NotificationOut(BaseModel):
     cycle: int = 1
     send_at: datetime | None = None
     fallback: list[Channel] = Field(default_factory=list)
+    # Made with a test key: never reached a provider.
+    test: bool = False
 
     @field_validator("fallback", mode="before")
     @classmethod

@@ -189,6 +189,8 @@ class NotificationInput(BaseModel):
     request_hash: str | None = None
     task_queue_prefix: str = "herald"
     fallback: list[Channel] = Field(default_factory=list)
+    # Made with a test key: every send goes to the test-mode provider, never a real one.
+    test: bool = False
 
     @property
     def workflow_id(self) -> str:
@@ -254,6 +256,10 @@ class SendRequest(BaseModel):
     max_deferrals: int = 0
     # Which channel of the fallback order this is (0: the one requested).
     leg: int = 0
+    # A test key's notification: answered by the test-mode provider by address.
+    test: bool = False
+    # Which provider attempt this is, when the caller knows it (else Temporal's attempt).
+    attempt: int = 1
 
     @property
     def idempotency_key(self) -> str:

@@ -239,6 +239,7 @@ class NotificationWorkflow:
                 request_id=request.request_id,
                 max_deferrals=retry.max_deferrals,
                 leg=self._leg,
+                test=request.test,
             ),
             result_type=SendResult,
             task_queue=f"{request.task_queue_prefix}-{channel.value}",
