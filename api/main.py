@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.rate_limiter = RateLimiter(settings.redis_url)
         revocations = RevocationListener(settings.database_url, app.state.api_keys)
         revocations.start()
+        app.state.revocations = revocations
         yield
         await revocations.stop()
         await app.state.rate_limiter.close()

@@ -8,7 +8,7 @@ from itertools import groupby
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.console.rendering import render
@@ -67,7 +67,7 @@ async def _page(console: Console, filters: Filters) -> NotificationPage:
 
 @router.get("", response_class=HTMLResponse)
 async def list_page(
-    request: Request, console: ConsoleDep, filters: Annotated[Filters, Query()]
+    request: Request, console: ConsoleDep, filters: Annotated[Filters, Depends()]
 ) -> Response:
     """The list with its filter form; the rows refresh themselves."""
     try:
@@ -93,7 +93,7 @@ async def list_page(
 
 @router.get("/rows", response_class=HTMLResponse)
 async def rows(
-    request: Request, console: ConsoleDep, filters: Annotated[Filters, Query()]
+    request: Request, console: ConsoleDep, filters: Annotated[Filters, Depends()]
 ) -> Response:
     """The table body alone, for the list's refresh."""
     page = await _page(console, filters)
