@@ -109,6 +109,9 @@ async def breakers(backends: Backends) -> list[BreakerReading]:
     return local + [reading for readings in remote for reading in readings]
 
 
+_NOT_DECLARED = "not declared yet (the bridge or `herald rabbitmq setup` declares it)"
+
+
 @dataclass(frozen=True)
 class QueueDepth:
     """A RabbitMQ queue: messages ready and consumers, or why they are unknown."""
@@ -136,6 +139,8 @@ async def queue_depths(backends: Backends) -> list[QueueDepth]:
                     amqp.queue_depth(channel, name), CHECK_TIMEOUT
                 )
                 depths.append(QueueDepth(name, messages, consumers))
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                depths.append(QueueDepth(name, None, None, _NOT_DECLARED))
             except Exception as err:
                 depths.append(QueueDepth(name, None, None, f"{type(err).__name__}: {err}"))
             finally:
