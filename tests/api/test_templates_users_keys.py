@@ -154,7 +154,7 @@ async def test_a_new_key_is_shown_once_listed_by_prefix_and_revoked_at_once(
     new = created.json()
     assert new["kind"] == "test" and new["key"].startswith(new["prefix"])
     listed = (await client.get("/v1/api-keys")).json()["items"]
-    assert [item["id"] for item in listed][0] == new["id"]
+    assert listed[0]["id"] == new["id"]  # newest first
     assert all("key" not in item for item in listed)
     own = next(item for item in listed if key.startswith(item["prefix"]))
     assert own["kind"] == "live" and own["last_used_at"] is not None
