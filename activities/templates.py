@@ -23,24 +23,10 @@ from activities.recipients import notification_of_caller
 from herald.contracts import TRANSACTIONAL, Channel, RenderedMessage, RenderRequest
 from herald.db import Notification, Template, single_statements
 from herald.settings import Settings, get_settings
-from herald.templating import render_source
+from herald.templating import DEFAULT_LOCALE, pick_locale, render_source
 from herald.unsubscribe import Unsubscribe, links
 
-DEFAULT_LOCALE = "en"
-__all__ = ["TemplateActivities", "pick_locale"]
-
-
-def pick_locale(available: list[str], wanted: str | None) -> str | None:
-    """Exact locale, then its language, then English, then whatever exists."""
-    candidates = []
-    if wanted:
-        candidates += [wanted, wanted.replace("_", "-").split("-")[0]]
-    candidates.append(DEFAULT_LOCALE)
-    lowered = {locale.lower(): locale for locale in available}
-    for candidate in candidates:
-        if candidate.lower() in lowered:
-            return lowered[candidate.lower()]
-    return sorted(available)[0] if available else None
+__all__ = ["DEFAULT_LOCALE", "TemplateActivities", "pick_locale"]
 
 
 def _versions(*, pinned: bool) -> Select[str, int, str | None, str, str]:

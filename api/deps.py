@@ -69,3 +69,11 @@ async def _within_rate_limit(request: Request, key: str, tenant: TenantContext) 
 BackendsDep = Annotated[Backends, Depends(_backends)]
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 TenantDep = Annotated[TenantContext, Depends(_tenant)]
+
+
+async def _api_keys(request: Request) -> ApiKeyCache:
+    keys: ApiKeyCache = request.app.state.api_keys
+    return keys
+
+
+ApiKeysDep = Annotated[ApiKeyCache, Depends(_api_keys)]

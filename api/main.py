@@ -9,10 +9,12 @@ from fastapi import FastAPI
 
 from api.admission import SubmissionGate
 from api.backends import Backends
+from api.console import create_console
 from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
-from api.routes import health, notifications, templates, unsubscribe, users
+from api.revocations import RevocationListener
+from api.routes import api_keys, health, notifications, templates, unsubscribe, users
 from herald.db import make_engine
 from herald.logs import configure_logging
 from herald.runtime import tune_gc
@@ -39,7 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.api_keys = ApiKeyCache(engine, settings.api_key_cache_seconds)
         app.state.rate_limiter = RateLimiter(settings.redis_url)
+        revocations = RevocationListener(settings.database_url, app.state.api_keys)
+        revocations.start()
+        app.state.revocations = revocations
         yield
+        await revocations.stop()
         await app.state.rate_limiter.close()
         await engine.dispose()
 
@@ -53,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (users.router, templates.router, notifications.router, health.router):
         app.include_router(router)
     app.include_router(unsubscribe.router)
+    app.include_router(api_keys.router)
+    app.mount("/console", create_console(settings, app.state))
 
     # The last added runs first: request ids on every answer, then metrics and the access
     # log around everything else, so the body limit's 413 is counted and logged too.

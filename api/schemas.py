@@ -200,6 +200,8 @@ class NotificationOut(BaseModel):
     # it was sent as (whose status this one then shows).
     digest_id: uuid.UUID | None = None
     digest_notification_id: uuid.UUID | None = None
+    # Made with a test key: never reached a provider.
+    test: bool = False
 
     @field_validator("fallback", mode="before")
     @classmethod

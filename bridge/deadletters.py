@@ -241,6 +241,7 @@ class Replayer:
             tenant=failed.tenant,
             request=request,
             cycle=failed.cycle + 1,
+            test=row["test"],
         )
         await submission.accept_resend(temporal, engine, self._settings, notification)
         return Replayed(entry, ReplayResult.resent, f"send cycle {notification.cycle} started")

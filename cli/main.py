@@ -145,6 +145,9 @@ def db_upgrade() -> None:
 @apikey_app.command("create")
 def apikey_create(
     tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
+    test: Annotated[
+        bool, typer.Option("--test", help="A test key: its notifications never reach a provider.")
+    ] = False,
 ) -> None:
     """Create an API key for a tenant and print it (shown only this once)."""
     from herald.db import make_engine
@@ -153,7 +156,7 @@ def apikey_create(
     async def create() -> str:
         engine = make_engine(get_settings(), pool_size=1)
         try:
-            return await create_api_key(engine, tenant)
+            return await create_api_key(engine, tenant, test=test)
         finally:
             await engine.dispose()
 

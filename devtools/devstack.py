@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -67,8 +68,25 @@ def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
         for queue in PROCESS_TYPES
     ]
     ports = iter(range(metrics_base(settings), metrics_base(settings) + len(procs)))
-    assign_metrics_ports(procs, lambda: next(ports))
+    assigned = assign_metrics_ports(procs, lambda: next(ports))
+    console_env(procs[0], settings, assigned)
     return procs
+
+
+def console_env(api: ManagedProcess, settings: Settings, metrics_ports: dict[str, int]) -> None:
+    """The console under ``herald dev``: a session cookie over plain HTTP, and the
+    workers' metrics for its health page (unless the environment says otherwise)."""
+    urls = ",".join(
+        f"http://{settings.metrics_host}:{port}/metrics"
+        for name, port in metrics_ports.items()
+        if name.startswith("worker-")
+    )
+    api.env = {
+        "HERALD_CONSOLE_SECURE_COOKIE": "false",
+        "HERALD_CONSOLE_METRICS_URLS": urls,
+        **{name: value for name, value in os.environ.items() if name.startswith("HERALD_CONSOLE_")},
+        **api.env,
+    }
 
 
 def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
@@ -126,6 +144,7 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
     console.print(
         "\n[bold green]Herald is running[/]\n"
         f"  API          {api_url}   (docs: {api_url}/docs)\n"
+        f"  Console      {api_url}/console   (sign in with an API key)\n"
         f"  Temporal UI  {settings.temporal_ui_url}\n"
         f"  Metrics      {api_url}/metrics; bridge and workers :{metrics_from}-"
         f"{metrics_from + len(PROCESS_TYPES)}/metrics\n"

@@ -261,6 +261,8 @@ class NotificationInput(BaseModel):
     fallback: list[Channel] = Field(default_factory=list)
     priority: Priority = Priority.normal
     digest: DigestSpec | None = None
+    # Made with a test key: every send goes to the test-mode provider, never a real one.
+    test: bool = False
 
     @property
     def workflow_id(self) -> str:
@@ -351,6 +353,8 @@ class SendRequest(BaseModel):
     # ``attempt_failed`` signal; runs started before it rely on both (the defaults).
     record_sending: bool = True
     announce_retries: bool = True
+    # A test key's notification: answered by the test-mode provider by address.
+    test: bool = False
 
     @property
     def idempotency_key(self) -> str:

@@ -68,6 +68,10 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # "live", or "test": a test key's notifications never reach a provider.
+    kind: Mapped[str] = mapped_column(String(8), default="live", server_default="live")
+    # When the key last authenticated a request, to within a minute (see herald/tenants.py).
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class User(Base):
@@ -162,6 +166,8 @@ class Notification(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The digest this request became part of (``digests.id``); NULL for other notifications.
     digest_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    # Made with a test key: goes through the lifecycle, never reaches a provider.
+    test: Mapped[bool] = mapped_column(default=False, server_default="false")
 
 
 class NotificationEvent(Base):
@@ -269,3 +275,12 @@ async def single_statements(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[Any]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# The console's template filter and the API's ``?template=``, newest first.
+Index(
+    "ix_notifications_tenant_template",
+    Notification.tenant_id,
+    Notification.template,
+    Notification.created_at,
+)

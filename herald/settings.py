@@ -173,6 +173,20 @@ class Settings(BaseSettings):
     # The mailto of ``List-Unsubscribe``; unset: ``unsubscribe@`` the sender's domain.
     unsubscribe_mailto: str | None = None
 
+    # --- The console (/console) ---
+    # Signs the console's session cookies. Unset: a random secret per API process, so
+    # sessions end when it restarts and hold on one API instance only; set it when
+    # several instances serve the console.
+    console_secret: SecretStr | None = None
+    console_session_seconds: int = Field(default=8 * 3600, ge=60)
+    # The session cookie is Secure (sent over HTTPS only); ``herald dev`` turns it off.
+    console_secure_cookie: bool = True
+    # How often open console pages refresh themselves.
+    console_refresh_seconds: float = Field(default=2.0, gt=0)
+    # The workers' /metrics URLs (comma-separated) the health page reads circuit breaker
+    # states from; ``herald dev`` sets them.
+    console_metrics_urls: str = ""
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -58,10 +58,10 @@ _RECORD_ACCEPTED = text(
         INSERT INTO notifications
             (id, tenant_id, channel, user_id, template, template_version, locale, data,
              send_at, status, cycle, attempts, idempotency_key, request_hash, fallback,
-             created_at, updated_at)
+             created_at, updated_at, test)
         VALUES (:nid, :tenant_id, :channel, :user_id, :template, :pinned_version, :locale,
                 :data, :send_at, :status, :cycle, 0, :idempotency_key, :request_hash,
-                :fallback, :at, :at)
+                :fallback, :at, :at, :test)
         ON CONFLICT DO NOTHING
     ), {_APPEND_EVENT} {_MOVE_STATUS}
     """
@@ -132,6 +132,7 @@ async def write_accepted(conn: AsyncConnection, request: NotificationInput) -> N
         "idempotency_key": request.idempotency_key,
         "request_hash": request.request_hash,
         "fallback": [channel.value for channel in request.fallback] or None,
+        "test": request.test,
     }
     await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)
 

@@ -79,8 +79,10 @@ def build_input(
     idempotency_key: str | None = None,
     request_id: str | None = None,
     cycle: int = 1,
+    test: bool = False,
 ) -> NotificationInput:
-    """The workflow input for a new notification (or, with ``cycle``, a later send cycle)."""
+    """The workflow input for a new notification (or, with ``cycle``, a later send cycle);
+    ``test`` for one made with a test key."""
     return NotificationInput(
         notification_id=notification_id,
         tenant_id=tenant_id,
@@ -101,6 +103,7 @@ def build_input(
         fallback=request.fallback,
         priority=request.priority,
         digest=request.digest,
+        test=test,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import html
 import re
 from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any
@@ -184,3 +185,26 @@ def render_source(source: str, data: dict[str, Any], *, autoescape: bool) -> str
         return "".join(chunks)
     finally:
         _budget.reset(token)
+
+
+DEFAULT_LOCALE = "en"
+_TAGS = re.compile(r"<[^>]+>")
+
+
+def pick_locale(available: list[str], wanted: str | None) -> str | None:
+    """Exact locale, then its language, then English, then whatever exists (the render
+    step and the API's preview choose alike)."""
+    candidates = []
+    if wanted:
+        candidates += [wanted, wanted.replace("_", "-").split("-")[0]]
+    candidates.append(DEFAULT_LOCALE)
+    lowered = {locale.lower(): locale for locale in available}
+    for candidate in candidates:
+        if candidate.lower() in lowered:
+            return lowered[candidate.lower()]
+    return sorted(available)[0] if available else None
+
+
+def plain_text(body_html: str) -> str:
+    """An HTML body as the plain-text alternative of its email."""
+    return html.unescape(_TAGS.sub("", body_html)).strip()

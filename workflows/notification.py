@@ -259,6 +259,7 @@ class NotificationWorkflow:
             leg=self._leg,
             record_sending=False,
             announce_retries=False,
+            test=request.test,
         )
 
     async def _deliver(

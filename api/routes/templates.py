@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from api.admin_schemas import PreviewIn, PreviewOut, TemplatePage
 from api.deps import EngineDep, TenantDep
 from api.errors import unprocessable
 from api.schemas import TemplateIn, TemplateOut, TemplateVersions
@@ -42,3 +43,26 @@ async def get_template(
 ) -> TemplateVersions:
     """The latest version per channel and locale, or one version with ``?version=N``."""
     return await templates.get_versions(engine, tenant.id, key, version)
+
+
+@router.get("")
+async def list_templates(
+    engine: EngineDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> TemplatePage:
+    """Every template key with its channels, locales and latest versions, by key."""
+    return await templates.list_templates(engine, tenant.id, limit=limit, cursor=cursor)
+
+
+@router.post("/{key}/preview")
+async def preview_template(
+    key: Annotated[str, Path(max_length=128)],
+    body: PreviewIn,
+    engine: EngineDep,
+    tenant: TenantDep,
+) -> PreviewOut:
+    """Render the template (or a draft given in the body) with sample data; nothing is
+    sent. A missing variable is a 422 naming it."""
+    return await templates.preview(engine, tenant.id, key, body)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 
+from api.admin_schemas import DeviceList, UserPage
 from api.deps import EngineDep, TenantDep
 from api.schemas import DeviceIn, DeviceOut, UserCreate, UserFields, UserOut
 from api.services import users
@@ -47,3 +48,23 @@ async def add_device(
 ) -> DeviceOut:
     """Register a push token for the user."""
     return await users.add_device(engine, tenant.id, user_id, body)
+
+
+@router.get("")
+async def list_users(
+    engine: EngineDep,
+    tenant: TenantDep,
+    search: Annotated[
+        str | None, Query(max_length=128, description="Id or email starts with this.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> UserPage:
+    """Recipients by id, optionally only those whose id or email starts with ``search``."""
+    return await users.list_users(engine, tenant.id, search=search, limit=limit, cursor=cursor)
+
+
+@router.get("/{user_id}/devices")
+async def list_devices(user_id: UserPath, engine: EngineDep, tenant: TenantDep) -> DeviceList:
+    """The user's registered push devices."""
+    return await users.list_devices(engine, tenant.id, user_id)

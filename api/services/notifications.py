@@ -9,6 +9,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote
 
 from sqlalchemy import RowMapping, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +29,7 @@ from herald.contracts import (
     workflow_id_for,
 )
 from herald.db import Notification, NotificationEvent
+from herald.settings import Settings
 from herald.tenants import TenantContext
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ def _accepted_view(notification: NotificationInput) -> NotificationOut:
         updated_at=notification.created_at,
         send_at=notification.send_at,
         fallback=notification.fallback,
+        test=notification.test,
     )
 
 
@@ -107,6 +110,9 @@ async def submit(
     an Idempotency-Key starts nothing and is answered regardless)."""
     engine, settings = backends.engine, backends.settings
     fingerprint = submission.request_hash(request)
+    if idempotency_key is not None and tenant.test:
+        # Test and live keys of one tenant never replay each other's notifications.
+        idempotency_key = f"test:{idempotency_key}"
     if idempotency_key is not None:
         notification_id = submission.idempotent_id(tenant.id, idempotency_key)
         replay = await _replay(engine, tenant, notification_id, fingerprint)
@@ -129,6 +135,7 @@ async def submit(
         request=request,
         idempotency_key=idempotency_key,
         request_id=request_id,
+        test=tenant.test,
     )
     # A request with a digest joins its digest instead of starting a notification.
     accept = digests.accept if digests.joins_digest(request) else submission.accept
@@ -209,9 +216,12 @@ async def list_notifications(
     user_id: str | None,
     limit: int,
     cursor: str | None,
+    template: str | None = None,
 ) -> NotificationPage:
     """Newest first, filtered, one page at a time."""
     query = digests.notifications_select().where(Notification.tenant_id == tenant.id)
+    if template is not None:
+        query = query.where(Notification.template == template)
     if status is not None:
         query = query.where(Notification.status == status.value)
     if channel is not None:
@@ -282,6 +292,15 @@ async def resend(
         request=request,
         request_id=request_id_var.get(),
         cycle=row["cycle"] + 1,
+        test=row["test"],
     )
     await submission.accept_resend(backends.temporal, engine, backends.settings, notification)
     return _accepted_view(notification).model_copy(update={"cycle": notification.cycle})
+
+
+def temporal_ui_url(settings: Settings, notification_id: uuid.UUID) -> str:
+    """Where the notification's workflow is in the Temporal UI."""
+    return (
+        f"{settings.temporal_ui_url.rstrip('/')}/namespaces/"
+        f"{quote(settings.temporal_namespace)}/workflows/{workflow_id_for(notification_id)}"
+    )

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 from sqlalchemy import RowMapping, func, insert, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.admin_schemas import (
+    PreviewIn,
+    PreviewOut,
+    TemplatePage,
+    TemplateSummary,
+    TemplateVersionSummary,
+)
 from api.errors import ApiError, not_found, unprocessable
+from api.pagination import decode_cursor, encode_cursor
 from api.schemas import TemplateIn, TemplateOut, TemplateVersions
 from herald.contracts import Channel
 from herald.db import Template
-from herald.templating import render_source
+from herald.templating import DEFAULT_LOCALE, pick_locale, plain_text, render_source
 
 _TEMPLATES = Template.__table__
 
@@ -100,3 +110,138 @@ async def get_versions(
     if not rows:
         raise not_found(f"template {key!r}" + (f" version {version}" if version else ""))
     return TemplateVersions(key=key, versions=[_out(row) for row in rows])
+
+
+async def list_templates(
+    engine: AsyncEngine, tenant_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> TemplatePage:
+    """Template keys in order, each with the latest version per channel and locale."""
+    keys_query = select(Template.key).where(Template.tenant_id == tenant_id).distinct()
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, 1)
+        keys_query = keys_query.where(Template.key > after)
+    keys_query = keys_query.order_by(Template.key).limit(limit + 1)
+    async with engine.connect() as conn:
+        keys = list((await conn.execute(keys_query)).scalars())
+        more = len(keys) > limit
+        keys = keys[:limit]
+        latest = (
+            (
+                await conn.execute(
+                    select(
+                        Template.key,
+                        Template.channel,
+                        Template.locale,
+                        Template.version,
+                        Template.created_at,
+                    )
+                    .where(Template.tenant_id == tenant_id, Template.key.in_(keys))
+                    .ext(distinct_on(Template.key, Template.channel, Template.locale))
+                    .order_by(
+                        Template.key, Template.channel, Template.locale, Template.version.desc()
+                    )
+                )
+            )
+            .mappings()
+            .all()
+            if keys
+            else []
+        )
+    by_key: dict[str, list[TemplateVersionSummary]] = {key: [] for key in keys}
+    for row in latest:
+        by_key[row["key"]].append(TemplateVersionSummary.model_validate(dict(row)))
+    items = [
+        TemplateSummary(
+            key=key,
+            channels=sorted({version.channel for version in versions}),
+            locales=sorted({version.locale for version in versions}),
+            latest=versions,
+            updated_at=max(version.created_at for version in versions),
+        )
+        for key, versions in by_key.items()
+        if versions
+    ]
+    return TemplatePage(items=items, next_cursor=encode_cursor(keys[-1]) if more else None)
+
+
+_UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+_NO_ATTRIBUTE = re.compile(r"has no attribute '([^']+)'")
+
+
+def missing_variable(err: UndefinedError) -> str:
+    """The name of the variable a render found missing, as a person would say it."""
+    message = err.message or ""
+    found = _UNDEFINED.search(message) or _NO_ATTRIBUTE.search(message)
+    return found.group(1) if found else message
+
+
+async def _stored_source(
+    engine: AsyncEngine, tenant_id: uuid.UUID, key: str, preview: PreviewIn
+) -> tuple[str, int, str | None, str]:
+    """``(locale, version, subject, body)`` of the version a send would use."""
+    query = (
+        select(Template.locale, Template.version, Template.subject, Template.body)
+        .where(
+            Template.tenant_id == tenant_id,
+            Template.key == key,
+            Template.channel == preview.channel.value,
+        )
+        .ext(distinct_on(Template.locale))
+        .order_by(Template.locale, Template.version.desc())
+    )
+    if preview.version is not None:
+        query = query.where(Template.version == preview.version)
+    async with engine.connect() as conn:
+        rows = {row.locale: row for row in await conn.execute(query)}
+    locale = pick_locale(list(rows), preview.locale)
+    if locale is None:
+        version = f" version {preview.version}" if preview.version else ""
+        raise not_found(f"{preview.channel.value} template {key!r}{version}")
+    row = rows[locale]
+    return row.locale, row.version, row.subject, row.body
+
+
+def _render(source: str, data: dict[str, Any], field: str, *, autoescape: bool) -> str:
+    try:
+        return render_source(source, data, autoescape=autoescape)
+    except UndefinedError as err:
+        raise unprocessable(
+            "data", f"missing variable {missing_variable(err)!r} (used in the {field})"
+        ) from err
+    except TemplateSyntaxError as err:
+        raise unprocessable(
+            field, f"template syntax error on line {err.lineno}: {err.message}"
+        ) from err
+    except SecurityError as err:
+        raise unprocessable(field, f"template refused: {err}") from err
+    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as err:
+        raise unprocessable(field, f"{type(err).__name__}: {err}") from err
+
+
+async def preview(
+    engine: AsyncEngine, tenant_id: uuid.UUID, key: str, request: PreviewIn
+) -> PreviewOut:
+    """Render a stored version (or the draft in the request) with its sample data, exactly
+    as a send would; a missing variable is a 422 naming it. Nothing is sent."""
+    if request.body is not None:
+        locale, version = request.locale or DEFAULT_LOCALE, None
+        subject_source, body_source = request.subject, request.body
+    else:
+        locale, version, subject_source, body_source = await _stored_source(
+            engine, tenant_id, key, request
+        )
+    email = request.channel is Channel.email
+    subject = (
+        _render(subject_source, request.data, "subject", autoescape=False)
+        if subject_source
+        else None
+    )
+    body = _render(body_source, request.data, "body", autoescape=email)
+    return PreviewOut(
+        channel=request.channel,
+        locale=locale,
+        version=version,
+        subject=subject,
+        body=plain_text(body) if email else body,
+        html=body if email else None,
+    )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import RowMapping, delete, select, update
+from sqlalchemy import RowMapping, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from api.admin_schemas import DeviceList, UserPage
 from api.errors import ApiError, not_found
+from api.pagination import decode_cursor, encode_cursor
 from api.schemas import DeviceIn, DeviceOut, UserCreate, UserFields, UserOut
 from herald.db import Device, User
 
@@ -128,3 +130,49 @@ async def add_device(
             .one()
         )
     return DeviceOut.model_validate(dict(row))
+
+
+def _prefix_pattern(text: str) -> str:
+    """A LIKE pattern matching values that start with ``text`` (wildcards taken literally)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{escaped}%"
+
+
+async def list_users(
+    engine: AsyncEngine,
+    tenant_id: uuid.UUID,
+    *,
+    search: str | None,
+    limit: int,
+    cursor: str | None,
+) -> UserPage:
+    """Recipients by id, optionally those whose id or email starts with ``search``."""
+    query = select(_USERS).where(User.tenant_id == tenant_id)
+    if search:
+        pattern = _prefix_pattern(search)
+        query = query.where(
+            or_(User.id.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\"))
+        )
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(User.id > after)
+    query = query.order_by(User.id).limit(limit + 1)
+    async with engine.connect() as conn:
+        rows = [_user_out(row) for row in (await conn.execute(query)).mappings()]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return UserPage(items=rows, next_cursor=encode_cursor(rows[-1].id) if more else None)
+
+
+async def list_devices(engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str) -> DeviceList:
+    """The push devices registered for one recipient of this tenant."""
+    await get_user(engine, tenant_id, user_id)
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(Device.id, Device.token, Device.platform, Device.created_at)
+                .where(Device.tenant_id == tenant_id, Device.user_id == user_id)
+                .order_by(Device.created_at, Device.id)
+            )
+        ).mappings()
+        return DeviceList(items=[DeviceOut.model_validate(dict(row)) for row in rows])

@@ -1,0 +1,17 @@
+"""The console's pages, one module each; ``ROUTERS`` is what the console serves (its
+navigation is ``api/console/nav.py``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.console.pages import health, keys, notifications, signin, templates, users
+
+ROUTERS: tuple[APIRouter, ...] = (
+    signin.router,
+    notifications.router,
+    templates.router,
+    users.router,
+    keys.router,
+    health.router,
+)

@@ -1,0 +1,37 @@
+"""Health: readiness of PostgreSQL, Temporal and RabbitMQ, circuit breaker states per
+provider, RabbitMQ queue depths and Temporal pollers per task queue."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.console.rendering import render
+from api.console.session import ConsoleDep
+from api.services import health
+
+router = APIRouter(prefix="/health")
+
+
+@router.get("", response_class=HTMLResponse)
+async def page(request: Request, console: ConsoleDep) -> Response:
+    """Everything at once; each probe is bounded and reports its own failure."""
+    backends = console.backends
+    readiness, breakers, queues, pollers = await asyncio.gather(
+        health.readiness(backends),
+        health.breakers(backends),
+        health.queue_depths(backends),
+        health.task_queue_pollers(backends),
+    )
+    return render(
+        request,
+        "health/page.html",
+        console,
+        readiness=readiness,
+        breakers=breakers,
+        queues=queues,
+        pollers=pollers,
+        metrics_configured=bool(backends.settings.console_metrics_urls.strip()),
+    )

@@ -1,0 +1,179 @@
+"""Notifications: the list (filters, newest first, refreshing itself) and one
+notification's page (its timeline, cancel and resend, a link to its workflow)."""
+
+from __future__ import annotations
+
+import uuid
+from itertools import groupby
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api.console.rendering import render
+from api.console.session import Console, ConsoleDep
+from api.errors import ApiError, not_found
+from api.schemas import EventOut, NotificationPage
+from api.services import notifications
+from herald.contracts import Channel, Status
+
+router = APIRouter(prefix="/notifications")
+PAGE_SIZE = 50
+
+
+class Filters:
+    """The list's filters, as query parameters (empty means any)."""
+
+    def __init__(
+        self,
+        status: Annotated[str, Query(max_length=16)] = "",
+        channel: Annotated[str, Query(max_length=8)] = "",
+        user_id: Annotated[str, Query(max_length=128)] = "",
+        template: Annotated[str, Query(max_length=128)] = "",
+        cursor: Annotated[str, Query(max_length=512)] = "",
+    ) -> None:
+        self.status = status if status in Status.__members__ else ""
+        self.channel = channel if channel in Channel.__members__ else ""
+        self.user_id = user_id.strip()
+        self.template = template.strip()
+        self.cursor = cursor
+
+    def query(self, **changes: str) -> str:
+        """These filters as a query string, with ``changes`` applied, empty ones left out."""
+        values = {
+            "status": self.status,
+            "channel": self.channel,
+            "user_id": self.user_id,
+            "template": self.template,
+            "cursor": self.cursor,
+            **changes,
+        }
+        return urlencode({name: value for name, value in values.items() if value})
+
+
+async def _page(console: Console, filters: Filters) -> NotificationPage:
+    return await notifications.list_notifications(
+        console.backends.engine,
+        console.tenant,
+        status=Status(filters.status) if filters.status else None,
+        channel=Channel(filters.channel) if filters.channel else None,
+        user_id=filters.user_id or None,
+        template=filters.template or None,
+        limit=PAGE_SIZE,
+        cursor=filters.cursor or None,
+    )
+
+
+@router.get("", response_class=HTMLResponse)
+async def list_page(
+    request: Request, console: ConsoleDep, filters: Annotated[Filters, Depends()]
+) -> Response:
+    """The list with its filter form; the rows refresh themselves."""
+    try:
+        page = await _page(console, filters)
+    except ApiError as err:  # a cursor this console did not make
+        return render(
+            request,
+            "error.html",
+            console,
+            status_code=err.status_code,
+            title="Cannot show this page",
+            message=err.message,
+        )
+    return render(
+        request,
+        "notifications/list.html",
+        console,
+        page=page,
+        filters=filters,
+        channels=[channel.value for channel in Channel],
+    )
+
+
+@router.get("/rows", response_class=HTMLResponse)
+async def rows(
+    request: Request, console: ConsoleDep, filters: Annotated[Filters, Depends()]
+) -> Response:
+    """The table body alone, for the list's refresh."""
+    page = await _page(console, filters)
+    return render(request, "notifications/rows.html", console, page=page, filters=filters)
+
+
+def _notification_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as err:
+        raise not_found(f"notification {value}") from err
+
+
+def _cycles(events: list[EventOut]) -> list[tuple[int, list[EventOut]]]:
+    ordered = sorted(events, key=lambda event: event.cycle)
+    return [(cycle, list(items)) for cycle, items in groupby(ordered, key=lambda e: e.cycle)]
+
+
+async def _live(console: Console, notification_id: uuid.UUID) -> dict[str, Any]:
+    engine = console.backends.engine
+    notification = await notifications.get_notification(engine, console.tenant, notification_id)
+    events = await notifications.list_events(engine, console.tenant, notification_id)
+    return {
+        "n": notification,
+        "cycles": _cycles(events),
+        "terminal": notification.status.terminal,
+        "temporal_url": notifications.temporal_ui_url(console.backends.settings, notification_id),
+    }
+
+
+@router.get("/{notification_id}", response_class=HTMLResponse)
+async def detail(
+    request: Request,
+    notification_id: str,
+    console: ConsoleDep,
+    done: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    """One notification: status, timeline, actions."""
+    live = await _live(console, _notification_id(notification_id))
+    return render(request, "notifications/detail.html", console, done=done, **live)
+
+
+@router.get("/{notification_id}/live", response_class=HTMLResponse)
+async def live(request: Request, notification_id: str, console: ConsoleDep) -> Response:
+    """The refreshing part of one notification's page; once the notification has ended,
+    the part comes without its polling trigger, so the refresh stops."""
+    values = await _live(console, _notification_id(notification_id))
+    return render(request, "notifications/live.html", console, **values)
+
+
+async def _act(request: Request, console: Console, notification_id: str, action: str) -> Response:
+    identifier = _notification_id(notification_id)
+    try:
+        if action == "cancel":
+            await notifications.cancel(console.backends, console.tenant, identifier)
+        else:
+            await notifications.resend(console.backends, console.tenant, identifier)
+    except ApiError as err:
+        if err.status_code != 409:
+            raise
+        live = await _live(console, identifier)
+        return render(
+            request,
+            "notifications/detail.html",
+            console,
+            status_code=409,
+            refused=err.message,
+            done="",
+            **live,
+        )
+    return RedirectResponse(f"/console/notifications/{identifier}?done={action}", status_code=303)
+
+
+@router.post("/{notification_id}/cancel")
+async def cancel(request: Request, notification_id: str, console: ConsoleDep) -> Response:
+    """What ``POST /v1/notifications/{id}/cancel`` does."""
+    return await _act(request, console, notification_id, "cancel")
+
+
+@router.post("/{notification_id}/resend")
+async def resend(request: Request, notification_id: str, console: ConsoleDep) -> Response:
+    """What ``POST /v1/notifications/{id}/resend`` does."""
+    return await _act(request, console, notification_id, "resend")

@@ -1,0 +1,171 @@
+"""Templates: the list, one key's versions, and the editor that saves a new version
+with a live preview rendered from sample JSON as you type."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from api.admin_schemas import PreviewIn
+from api.console.rendering import render
+from api.console.session import ConsoleDep
+from api.errors import ApiError
+from api.schemas import TemplateIn
+from api.services import templates
+from herald.contracts import Channel
+
+router = APIRouter(prefix="/templates")
+PAGE_SIZE = 50
+
+
+@router.get("", response_class=HTMLResponse)
+async def list_page(
+    request: Request,
+    console: ConsoleDep,
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> Response:
+    """Every template key with its channels, locales and latest versions."""
+    page = await templates.list_templates(
+        console.backends.engine, console.tenant.id, limit=PAGE_SIZE, cursor=cursor or None
+    )
+    return render(request, "templates/list.html", console, page=page)
+
+
+@router.get("/{key}", response_class=HTMLResponse)
+async def editor(
+    request: Request,
+    key: str,
+    console: ConsoleDep,
+    channel: Annotated[str, Query(max_length=8)] = "",
+    locale: Annotated[str, Query(max_length=35)] = "",
+    saved: Annotated[int | None, Query()] = None,
+) -> Response:
+    """The latest version of one channel and locale of a template, ready to edit."""
+    versions = await templates.get_versions(console.backends.engine, console.tenant.id, key, None)
+    chosen = next(
+        (
+            version
+            for version in versions.versions
+            if (not channel or version.channel.value == channel)
+            and (not locale or version.locale == locale)
+        ),
+        versions.versions[0],
+    )
+    return render(
+        request,
+        "templates/editor.html",
+        console,
+        key=key,
+        versions=versions.versions,
+        current=chosen,
+        subject=chosen.subject or "",
+        body=chosen.body,
+        sample="{}",
+        saved=saved,
+        problem=None,
+    )
+
+
+def _sample(sample: str) -> dict[str, Any]:
+    """The sample data typed into the editor, or a 422 naming it."""
+    try:
+        data = json.loads(sample or "{}")
+    except ValueError as err:
+        raise ApiError(
+            422, f"sample data is not JSON: {err}", field="sample", where="form"
+        ) from err
+    if not isinstance(data, dict):
+        raise ApiError(422, "sample data must be a JSON object", field="sample", where="form")
+    return data
+
+
+@router.post("/{key}/preview", response_class=HTMLResponse)
+async def preview(
+    request: Request,
+    key: str,
+    console: ConsoleDep,
+    channel: Annotated[Channel, Form()],
+    locale: Annotated[str, Form(max_length=35)],
+    body: Annotated[str, Form(max_length=32_768)] = "",
+    subject: Annotated[str, Form(max_length=998)] = "",
+    sample: Annotated[str, Form(max_length=65_536)] = "{}",
+) -> Response:
+    """The draft rendered with the sample data, or what stops it rendering (with the
+    missing variable's name); the same service as ``POST /v1/templates/{key}/preview``."""
+    try:
+        rendered = await templates.preview(
+            console.backends.engine,
+            console.tenant.id,
+            key,
+            PreviewIn(
+                channel=channel,
+                locale=locale or None,
+                data=_sample(sample),
+                subject=subject or None,
+                body=body or " ",
+            ),
+        )
+    except ApiError as err:
+        return render(
+            request, "templates/preview.html", console, rendered=None, problem=err.message
+        )
+    except ValidationError as err:
+        problem = "; ".join(error["msg"] for error in err.errors())
+        return render(request, "templates/preview.html", console, rendered=None, problem=problem)
+    return render(request, "templates/preview.html", console, rendered=rendered, problem=None)
+
+
+@router.post("/{key}", response_class=HTMLResponse)
+async def save(
+    request: Request,
+    key: str,
+    console: ConsoleDep,
+    channel: Annotated[Channel, Form()],
+    locale: Annotated[str, Form(max_length=35)],
+    body: Annotated[str, Form(max_length=32_768)],
+    subject: Annotated[str, Form(max_length=998)] = "",
+    sample: Annotated[str, Form(max_length=65_536)] = "{}",
+) -> Response:
+    """Save the draft as the next version (what ``PUT /v1/templates/{key}`` does)."""
+    engine, tenant_id = console.backends.engine, console.tenant.id
+    try:
+        saved = await templates.save_version(
+            engine,
+            tenant_id,
+            TemplateIn(key=key, channel=channel, locale=locale, subject=subject or None, body=body),
+            first=False,
+        )
+    except (ApiError, ValidationError) as err:
+        problem = (
+            err.message
+            if isinstance(err, ApiError)
+            else "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        )
+        versions = await templates.get_versions(engine, tenant_id, key, None)
+        current = next(
+            (v for v in versions.versions if v.channel is channel and v.locale == locale),
+            versions.versions[0],
+        )
+        return render(
+            request,
+            "templates/editor.html",
+            console,
+            status_code=422,
+            key=key,
+            versions=versions.versions,
+            current=current,
+            subject=subject,
+            body=body,
+            sample=sample,
+            saved=None,
+            problem=problem,
+        )
+    return RedirectResponse(
+        f"/console/templates/{key}?channel={saved.channel.value}&locale={saved.locale}"
+        f"&saved={saved.version}",
+        status_code=303,
+    )
