@@ -223,14 +223,17 @@ class NotificationWorkflow:
         return await self._deliver(request, channel, recipient.address, prepared.message, last)
 
     async def _hold(self, until: datetime, why: str) -> None:
-        """``scheduled`` until ``until`` (a durable timer), or until a cancel."""
+        """``scheduled`` until ``until`` (a durable timer), or until a cancel; the Temporal
+        UI shows why as the run's current details."""
         await self._transition(Status.scheduled, detail=why)
+        workflow.set_current_details(why)
         try:
             await workflow.wait_condition(
                 lambda: self._cancel is not None, timeout=until - workflow.now()
             )
         except TimeoutError:
             pass
+        workflow.set_current_details("")
 
     async def _fall_back(self, channel: Channel, reason: str) -> None:
         """Log why the user cannot be reached on ``channel`` before the next one is tried."""

@@ -530,3 +530,59 @@ async def test_an_urgent_send_ignores_quiet_hours_and_a_cancel_ends_the_wait(
 
     assert final.status is Status.cancelled
     assert len(fake.sends) == 1
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def _new_york_night(after: datetime, *, spring_forward: bool) -> datetime:
+    """23:30 in New York on a night after ``after``: an ordinary one in January, or the
+    night the clocks go forward (the second Sunday of March, 02:00 → 03:00)."""
+    year = after.astimezone(NEW_YORK).year + 1
+    if not spring_forward:
+        return datetime(year, 1, 14, 23, 30, tzinfo=NEW_YORK)
+    first = datetime(year, 3, 1, tzinfo=NEW_YORK)
+    second_sunday = first + timedelta(days=(6 - first.weekday()) % 7 + 7)
+    return (second_sunday - timedelta(days=1)).replace(hour=23, minute=30)
+
+
+async def _skip_to(env: WorkflowEnvironment, moment: datetime) -> datetime:
+    """Move the test server's clock forward to ``moment``; return the new now."""
+    await env.sleep(moment - await env.get_current_time())
+    return await env.get_current_time()
+
+
+@pytest.mark.parametrize(
+    ("spring_forward", "hours_waited"),
+    [
+        # 23:30 to 08:00 on an ordinary night: 8.5 hours.
+        (False, 8.5),
+        # The night the clocks go forward: the same wall-clock wait is 7.5 hours.
+        (True, 7.5),
+    ],
+)
+async def test_quiet_hours_in_new_york_end_at_eight_local_time(
+    env: WorkflowEnvironment, spring_forward: bool, hours_waited: float
+) -> None:
+    quiet = Recipient(
+        address="ada@email",
+        quiet_hours=QuietHours(start="22:00", end="08:00"),
+        timezone="America/New_York",
+    )
+    fake = FakeHerald(recipients={Channel.email: quiet})
+    async with running(env, fake) as prefix:
+        night = _new_york_night(await env.get_current_time(), spring_forward=spring_forward)
+        now = await _skip_to(env, night)
+        handle = await start(env.client, notification(prefix, now))
+        await until_status(handle, Status.scheduled)
+        urgent = await start(env.client, notification(prefix, now, priority="urgent"))
+        assert (await urgent.result()).status is Status.sent
+        final = await handle.result()
+
+    assert final.status is Status.sent
+    urgent_send, held_send = fake.sends
+    assert urgent_send.started - now < timedelta(minutes=1)
+    sent_local = held_send.started.astimezone(NEW_YORK)
+    assert (sent_local.hour, sent_local.minute) == (8, 0)
+    waited = held_send.started - now
+    assert abs(waited - timedelta(hours=hours_waited)) < timedelta(minutes=1)
