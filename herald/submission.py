@@ -48,6 +48,9 @@ def request_hash(request: NotificationRequest) -> str:
     if not fields.get("fallback"):
         # Requests without a fallback hash as they did before the field existed.
         fields.pop("fallback", None)
+    if fields.get("confirm_within_seconds") is None:
+        # Likewise for requests that do not wait for a delivery receipt.
+        fields.pop("confirm_within_seconds", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -94,6 +97,7 @@ def build_input(
         request_hash=request_hash(request),
         task_queue_prefix=settings.task_queue_prefix,
         fallback=request.fallback,
+        confirm_within_seconds=request.confirm_within_seconds,
     )
 
 
