@@ -13,6 +13,8 @@ from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import health, notifications, templates, users
+from api.routes import receipts as receipt_routes
+from api.routes import webhooks as webhook_routes
 from herald.db import make_engine
 from herald.logs import configure_logging
 from herald.runtime import tune_gc
@@ -52,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for router in (users.router, templates.router, notifications.router, health.router):
         app.include_router(router)
+    app.include_router(receipt_routes.router)
+    app.include_router(webhook_routes.router)
 
     # The last added runs first: request ids on every answer, then metrics and the access
     # log around everything else, so the body limit's 413 is counted and logged too.

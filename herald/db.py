@@ -240,8 +240,10 @@ class WebhookMessage(Base):
     __tablename__ = "webhook_messages"
     __table_args__ = (
         UniqueConstraint("endpoint_id", "event_id"),
+        # The dispatcher takes the due messages of each endpoint in turn.
         Index(
             "ix_webhook_messages_due",
+            "endpoint_id",
             "next_attempt_at",
             postgresql_where=text("state = 'pending'"),
         ),

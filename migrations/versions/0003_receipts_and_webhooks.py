@@ -60,7 +60,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('endpoint_id', 'event_id')
     )
-    op.create_index('ix_webhook_messages_due', 'webhook_messages', ['next_attempt_at'], unique=False, postgresql_where=sa.text("state = 'pending'"))
+    op.create_index('ix_webhook_messages_due', 'webhook_messages', ['endpoint_id', 'next_attempt_at'], unique=False, postgresql_where=sa.text("state = 'pending'"))
     op.create_table('webhook_attempts',
     sa.Column('id', sa.BigInteger(), autoincrement=True, nullable=False),
     sa.Column('message_id', sa.BigInteger(), nullable=False),
