@@ -3,10 +3,8 @@ RFC 3464 delivery status notifications (bounces) to the envelope sender's server
 
 from __future__ import annotations
 
-import email.policy
 import logging
 import uuid
-from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 import aiosmtplib
@@ -71,51 +69,50 @@ def build_dsn(
     status: str,
     original_headers: bytes,
     reporting_mta: str = "sink.herald.local",
-) -> EmailMessage:
+) -> bytes:
     """A delivery status notification as an MTA sends it (RFC 3464): human-readable text,
     ``message/delivery-status`` and the original message's headers."""
     permanent = status.startswith("5")
-    action = "failed" if permanent else "delayed"
     reply = "550" if permanent else "451"
-    diagnostic = f"smtp; {reply} {status} <{recipient}>: " + (
-        "Recipient address rejected: User unknown" if permanent else "Mailbox busy, try later"
-    )
-    report = EmailMessage(policy=email.policy.SMTP)
-    report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
-    report["To"] = bounce_to
-    report["Subject"] = (
-        "Undelivered Mail Returned to Sender" if permanent else "Delayed Mail (still being retried)"
-    )
-    report["Date"] = formatdate()
-    report["Message-ID"] = make_msgid(domain=reporting_mta)
-    report["Auto-Submitted"] = "auto-replied"
-    report.set_content(
-        f"This is the mail system at {reporting_mta}.\n\n"
-        f"Your message to <{recipient}> "
-        + ("could not be delivered.\n" if permanent else "is delayed.\n")
-    )
-    report.make_mixed()
-    report.replace_header("Content-Type", "multipart/report; report-type=delivery-status")
-    status_fields = (
-        f"Reporting-MTA: dns; {reporting_mta}\n"
-        f"Arrival-Date: {formatdate()}\n"
-        "\n"
-        f"Final-Recipient: rfc822; {recipient}\n"
-        f"Action: {action}\n"
-        f"Status: {status}\n"
-        f"Remote-MTA: dns; mx.{recipient.rpartition('@')[2] or 'example.com'}\n"
-        f"Diagnostic-Code: {diagnostic}\n"
-    )
-    delivery_status = EmailMessage(policy=email.policy.SMTP)
-    delivery_status.set_payload(status_fields)
-    delivery_status["Content-Type"] = "message/delivery-status"
-    report.attach(delivery_status)
-    headers = EmailMessage(policy=email.policy.SMTP)
-    headers.set_payload(original_headers.decode(errors="replace"))
-    headers["Content-Type"] = "text/rfc822-headers"
-    report.attach(headers)
-    report.set_boundary(f"=_dsn_{uuid.uuid4().hex}")
-    return report
+    reason = "Recipient address rejected: User unknown" if permanent else "Mailbox busy"
+    boundary = f"=_dsn_{uuid.uuid4().hex}"
+    original = original_headers.decode(errors="replace").replace("\r\n", "\n").strip()
+    text = f"""\
+From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>
+To: {bounce_to}
+Subject: {"Undelivered Mail Returned to Sender" if permanent else "Delayed Mail"}
+Date: {formatdate()}
+Message-ID: {make_msgid(domain=reporting_mta)}
+Auto-Submitted: auto-replied
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"
+
+--{boundary}
+Content-Type: text/plain; charset=utf-8
+
+This is the mail system at {reporting_mta}.
+Your message to <{recipient}> {"could not be delivered" if permanent else "is delayed"}.
+
+--{boundary}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; {reporting_mta}
+Arrival-Date: {formatdate()}
+
+Final-Recipient: rfc822; {recipient}
+Action: {"failed" if permanent else "delayed"}
+Status: {status}
+Remote-MTA: dns; mx.{recipient.rpartition("@")[2] or "example.com"}
+Diagnostic-Code: smtp; {reply} {status} <{recipient}>: {reason}
+
+--{boundary}
+Content-Type: text/rfc822-headers
+
+{original}
+
+--{boundary}--
+"""
+    return text.replace("\n", "\r\n").encode()
 
 
 async def send_dsn(
@@ -132,8 +129,13 @@ async def send_dsn(
         bounce_to=bounce_to, recipient=recipient, status=status, original_headers=original_headers
     )
     try:
-        await aiosmtplib.send(
-            report, sender="", recipients=[bounce_to], hostname=relay[0], port=relay[1], timeout=10
-        )
+        await send_report(relay, bounce_to, report)
     except (aiosmtplib.SMTPException, OSError) as err:
         log.warning("DSN to %s refused: %s", bounce_to, err)
+
+
+async def send_report(relay: tuple[str, int], to: str, content: bytes) -> None:
+    """Send ``content`` to ``to`` from the null sender (``MAIL FROM:<>``), as every DSN
+    is sent; SMTP refusals raise."""
+    async with aiosmtplib.SMTP(hostname=relay[0], port=relay[1], timeout=10) as smtp:
+        await smtp.sendmail("", [to], content)
