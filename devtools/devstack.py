@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv
-from devtools.sinks import Sinks
+from devtools.sinks import Rule, Sinks
 from herald.migrate import ensure_database, server_connection, upgrade
 from herald.ports import port_open
 from herald.search import setup_cluster
@@ -117,6 +117,7 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         # every SMS, and DSNs to the bounce server for addresses a rule bounces.
         sinks.state.default_callbacks = ["sent", "delivered"]
         sinks.state.bounce_relay = (settings.bounce_smtp_host, settings.bounce_smtp_port)
+        sinks.state.add_rule(Rule(match="+bounce@", dsn="5.1.1"))
 
     procs = [proc.start() for proc in children(settings, log_dir)]
     stopping = False
