@@ -15,6 +15,8 @@ from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddl
 from api.ratelimit import RateLimiter
 from api.revocations import RevocationListener
 from api.routes import api_keys, health, notifications, templates, unsubscribe, users
+from api.routes import receipts as receipt_routes
+from api.routes import webhooks as webhook_routes
 from herald.db import make_engine
 from herald.logs import configure_logging
 from herald.runtime import tune_gc
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(unsubscribe.router)
     app.include_router(api_keys.router)
     app.mount("/console", create_console(settings, app.state))
+    app.include_router(receipt_routes.router)
+    app.include_router(webhook_routes.router)
 
     # The last added runs first: request ids on every answer, then metrics and the access
     # log around everything else, so the body limit's 413 is counted and logged too.

@@ -440,3 +440,26 @@ def dead_replay(
             soft_wrap=True,
         )
     _exit_now()  # it may have held a Temporal client (see _exit_now)
+
+
+@app.command()
+def bounces() -> None:
+    """Run the inbound SMTP server that takes email bounces (RFC 3464 DSNs)."""
+    from bounces.server import run_bounces
+    from herald.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, component="bounces")
+    uvloop.run(run_bounces(settings))
+
+
+@app.command()
+def webhooks() -> None:
+    """Run a webhook dispatcher: delivers status events to tenants' endpoints."""
+    from herald.logs import configure_logging
+    from webhooks.main import run_webhooks
+
+    settings = get_settings()
+    configure_logging(settings.log_level, component="webhooks")
+    tune_gc()
+    uvloop.run(run_webhooks(settings))

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv
-from devtools.sinks import Sinks
+from devtools.sinks import Rule, Sinks
 from herald.migrate import ensure_database, server_connection, upgrade
 from herald.ports import port_open
 from herald.search import setup_cluster
@@ -26,6 +26,8 @@ PROCESS_TYPES = ("core", "email", "sms", "push")
 # Unless HERALD_METRICS_PORT says otherwise, the bridge and the workers serve /metrics
 # from here on (bridge 9100, core 9101, ...).
 DEV_METRICS_PORT = 9100
+# The email bounce server and the webhook dispatcher (after the workers' metrics ports).
+RECEIPT_PROCESSES = ("bounces", "webhooks")
 
 
 async def check_services(settings: Settings) -> list[str]:
@@ -59,6 +61,9 @@ def metrics_base(settings: Settings) -> int:
 def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
     """API, the RabbitMQ bridge and one worker per task queue."""
     env: dict[str, str] = {}
+    if "HERALD_WEBHOOKS_ALLOW_PRIVATE" not in os.environ:
+        # Local receivers (http://127.0.0.1:…) are what a developer points webhooks at.
+        env["HERALD_WEBHOOKS_ALLOW_PRIVATE"] = "true"
     procs = [
         ManagedProcess("api", herald_argv("api"), env, log_dir),
         ManagedProcess("bridge", herald_argv("bridge"), env, log_dir),
@@ -67,6 +72,7 @@ def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
         ManagedProcess(f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir)
         for queue in PROCESS_TYPES
     ]
+    procs += [ManagedProcess(name, herald_argv(name), env, log_dir) for name in RECEIPT_PROCESSES]
     ports = iter(range(metrics_base(settings), metrics_base(settings) + len(procs)))
     assigned = assign_metrics_ports(procs, lambda: next(ports))
     console_env(procs[0], settings, assigned)
@@ -124,6 +130,11 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
             sms_token=settings.sms_auth_token.get_secret_value(),
             push_token=settings.push_token.get_secret_value(),
         ).start()
+        # Like real providers, the sinks report back: Twilio-style status callbacks for
+        # every SMS, and DSNs to the bounce server for addresses a rule bounces.
+        sinks.state.default_callbacks = ["sent", "delivered"]
+        sinks.state.bounce_relay = (settings.bounce_smtp_host, settings.bounce_smtp_port)
+        sinks.state.add_rule(Rule(match="+bounce@", dsn="5.1.1"))
 
     procs = [proc.start() for proc in children(settings, log_dir)]
     stopping = False
@@ -150,6 +161,8 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         f"{metrics_from + len(PROCESS_TYPES)}/metrics\n"
         "  Bridge       herald.requests → herald.email/sms/push (herald publish, herald dead)\n"
         f"  Sinks        {sink_line}\n"
+        f"  Receipts     bounces SMTP :{settings.bounce_smtp_port}, webhooks dispatcher "
+        "(herald bounces, herald webhooks)\n"
         f"  Logs         {log_dir}\n"
         "  API key      herald apikey create --tenant demo\n"
         "Ctrl-C stops everything."

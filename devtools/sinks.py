@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlparse
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from devtools.provider_reports import post_twilio_callbacks, send_dsn
+
 
 @dataclass
 class Rule:
@@ -48,6 +50,14 @@ class Rule:
     delay: float = 0.0
     retry_after: float | None = None
     on_accept: Callable[[str], None] | None = None
+    # Reports sent back after accepting: an SMTP sink rule with ``dsn`` ("5.1.1", "4.4.1")
+    # sends a delivery status notification to the envelope sender through
+    # ``SinkState.bounce_relay``; a Twilio sink rule with ``callbacks`` (MessageStatus
+    # values, "undelivered:30003" with an error code) posts signed status callbacks to
+    # the message's StatusCallback, before answering the send if ``callbacks_first``.
+    dsn: str | None = None
+    callbacks: list[str] | None = None
+    callbacks_first: bool = False
 
 
 @dataclass
@@ -104,6 +114,10 @@ class SinkState:
         self.timeout_rate = 0.0
         self.timeout_seconds = 15.0
         self._random = random.Random(seed)
+        # Where DSNs go (the bounce server), and the callbacks every SMS gets without a
+        # rule saying otherwise (none: the tests ask for them per rule).
+        self.bounce_relay: tuple[str, int] | None = None
+        self.default_callbacks: list[str] = []
 
     def add_rule(self, rule: Rule) -> Rule:
         """Apply ``rule`` to later messages."""
@@ -186,6 +200,18 @@ class _SmtpHandler:
         self.state.record(_UnreadEmail(to=recipient, content=content, arrived_at=arrived))
         if rule is not None and rule.on_accept is not None:
             rule.on_accept(recipient)
+        if rule is not None and rule.dsn and self.state.bounce_relay and envelope.mail_from:
+            # After this answer, as a relay does once the recipient's server refused it.
+            asyncio.get_running_loop().call_soon(
+                asyncio.ensure_future,
+                send_dsn(
+                    self.state.bounce_relay,
+                    bounce_to=envelope.mail_from,
+                    recipient=envelope.rcpt_tos[0],
+                    status=rule.dsn,
+                    original_headers=headers,
+                ),
+            )
         return "250 2.0.0 OK queued"
 
 
@@ -304,6 +330,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
         if self._misbehave(form["To"], "sms", key, arrived):
             return
         message_sid = f"SM{uuid.uuid4().hex}"
+        report = self._status_callbacks(form, message_sid)
+        if report is not None and report[1]:
+            report[0]()
         self.server.state.record(
             Received(
                 channel="sms",
@@ -325,6 +354,36 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 "status": "queued",
             },
         )
+        if report is not None and not report[1]:
+            threading.Thread(target=report[0], name="status-callbacks", daemon=True).start()
+
+    def _status_callbacks(
+        self, form: dict[str, str], sid: str
+    ) -> tuple[Callable[[], None], bool] | None:
+        """What reporting back this message needs (and whether it goes before the answer):
+        the callbacks its rule asks for, else the state's default ones."""
+        url = form.get("StatusCallback")
+        if not url:
+            return None
+        rule = next((r for r in self.server.state.rules if r.match in form["To"]), None)
+        statuses = rule.callbacks if rule is not None and rule.callbacks is not None else None
+        statuses = self.server.state.default_callbacks if statuses is None else statuses
+        if not statuses:
+            return None
+        account_sid = self.path.split("/")[3]
+
+        def report() -> None:
+            post_twilio_callbacks(
+                url,
+                self.server.sms_token,
+                list(statuses),
+                sid=sid,
+                account_sid=account_sid,
+                to=form["To"],
+                sender=form.get("From", ""),
+            )
+
+        return report, bool(rule is not None and rule.callbacks_first)
 
     def _fcm(self, raw: bytes) -> None:
         if self.headers.get("Authorization") != f"Bearer {self.server.push_token}":

@@ -44,6 +44,7 @@ class Status(StrEnum):
     retrying = "retrying"
     sent = "sent"
     delivered = "delivered"
+    undelivered = "undelivered"
     failed = "failed"
     cancelled = "cancelled"
     suppressed = "suppressed"
@@ -55,7 +56,14 @@ class Status(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset(
-    {Status.sent, Status.delivered, Status.failed, Status.cancelled, Status.suppressed}
+    {
+        Status.sent,
+        Status.delivered,
+        Status.undelivered,
+        Status.failed,
+        Status.cancelled,
+        Status.suppressed,
+    }
 )
 
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
@@ -147,6 +155,25 @@ class NotificationBody(BaseModel):
         default=None,
         description="Join (or open) the digest of this user, channel, template and key.",
     )
+
+    confirm_within_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="With a fallback: if the notification is not delivered this long after "
+        "it was sent (or turns undelivered), the next fallback channel is tried.",
+    )
+
+    @field_validator("confirm_within_seconds")
+    @classmethod
+    def _confirm_needs_fallback(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # ``fallback`` is declared first, so it is in ``info.data`` once it is valid.
+        if value is not None and not info.data.get("fallback", [None]):
+            raise ValueError(
+                "confirm_within_seconds needs a fallback: the channel to try when no "
+                "delivery receipt arrives in time"
+            )
+        return value
 
     @field_validator("data")
     @classmethod
@@ -263,6 +290,9 @@ class NotificationInput(BaseModel):
     digest: DigestSpec | None = None
     # Made with a test key: every send goes to the test-mode provider, never a real one.
     test: bool = False
+    # After ``sent``, how long to wait for a delivery receipt before the next fallback
+    # channel is tried (None: do not wait).
+    confirm_within_seconds: float | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -552,3 +582,44 @@ class DigestState(BaseModel):
     closes_at: datetime | None = None
     closed: bool = False
     waiting_until: datetime | None = None
+
+
+class ReceiptSignal(BaseModel):
+    """Signal ``receipt``: the provider (or the client's app) reported what became of a
+    message that was sent in ``cycle``; ``status`` is ``delivered`` or ``undelivered``."""
+
+    cycle: int
+    status: Status
+    reason: str | None = None
+    at: datetime
+
+
+RECEIPT_SIGNAL = "receipt"
+
+
+class Receipt(BaseModel):
+    """A delivery receipt as it is written to the status log.
+
+    ``status`` is ``delivered`` or ``undelivered``, or None for a report that is only
+    logged (a Twilio ``queued``/``sent`` callback, a temporary email delay). ``source``
+    and ``report`` name who said what (``twilio``/``undelivered``, ``bounce``/``5.1.1``):
+    together with the cycle they key the event, so the same report twice is logged once.
+    """
+
+    status: Status | None
+    source: str
+    report: str
+    at: datetime
+    detail: str | None = None
+    # The reason kept in ``last_error`` when the receipt makes a notification undelivered.
+    error: str | None = None
+
+    @property
+    def report_key(self) -> str:
+        """Who said what, e.g. ``twilio:delivered``: with the cycle, the event's key."""
+        return f"{self.source}:{self.report}"[:64]
+
+    @property
+    def key_suffix(self) -> str:
+        """The event key after the cycle: one event per cycle, source and report."""
+        return f":receipt:{self.report_key}"

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -21,8 +22,9 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -168,6 +170,15 @@ class Notification(Base):
     digest_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     # Made with a test key: goes through the lifecycle, never reaches a provider.
     test: Mapped[bool] = mapped_column(default=False, server_default="false")
+    # Kept so a resend waits for a receipt the same way.
+    confirm_within_seconds: Mapped[float | None] = mapped_column(Float)
+    # The strongest delivery receipt of ``receipt_cycle`` (herald/statuslog.py): kept on
+    # the row so a receipt that arrives before ``sent`` is recorded still decides the
+    # status once it is.
+    receipt_cycle: Mapped[int | None] = mapped_column(Integer)
+    receipt_status: Mapped[str | None] = mapped_column(String(16))
+    receipt_error: Mapped[str | None] = mapped_column(Text)
+    receipt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class NotificationEvent(Base):
@@ -211,6 +222,100 @@ class Digest(Base):
     item_count: Mapped[int] = mapped_column(Integer, default=0)
     # The notification it was sent as, once closed.
     notification_id: Mapped[uuid.UUID | None]
+
+
+class ProviderMessage(Base):
+    """A provider's message id and the notification send cycle it belongs to.
+
+    Providers that report receipts by their own message id (Twilio) can report before
+    Herald has recorded ``sent``: the receipt then waits here, and the ``sent`` write
+    that names this id applies it (both meet on this row's key; see statuslog).
+    """
+
+    __tablename__ = "provider_messages"
+
+    provider_message_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    notification_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE")
+    )
+    cycle: Mapped[int | None] = mapped_column(Integer)
+    receipt_status: Mapped[str | None] = mapped_column(String(16))
+    receipt_report: Mapped[str | None] = mapped_column(String(64))
+    receipt_error: Mapped[str | None] = mapped_column(Text)
+    receipt_detail: Mapped[str | None] = mapped_column(Text)
+    receipt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class WebhookEndpoint(Base):
+    """A tenant's URL that receives status events, signed with its own secret."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant", "tenant_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    # Status names, or "*" for all of them.
+    events: Mapped[list[str]] = mapped_column(ARRAY(String(32)))
+    # The Standard Webhooks signing secret ("whsec_..."); shown once, never logged.
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    # Set when the endpoint answered 410 Gone: nothing more is sent to it.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookMessage(Base):
+    """The outbox: one row per (status event, endpoint), written in the same statement as
+    the event, so an event is never lost between the log and its webhooks."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        # The dispatcher takes the due messages of each endpoint in turn.
+        Index(
+            "ix_webhook_messages_due",
+            "endpoint_id",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("notification_events.id", ondelete="CASCADE")
+    )
+    # pending → delivered | failed (retries ran out) | dropped (the endpoint was disabled)
+    state: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookAttempt(Base):
+    """One POST of a webhook message to its endpoint, for ``GET /v1/webhooks/{id}/deliveries``."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_endpoint", "endpoint_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("webhook_messages.id", ondelete="CASCADE")
+    )
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 # A pooled connection idle for longer than this is checked before it is used again.

@@ -187,6 +187,26 @@ class Settings(BaseSettings):
     # states from; ``herald dev`` sets them.
     console_metrics_urls: str = ""
 
+    # --- Delivery receipts and status webhooks ---
+    # (``public_url`` above is also where Twilio's status callbacks go.)
+    # Bounces come back to bounces+<notification id>@<this address's domain> (VERP);
+    # ``herald bounces`` takes them on this port.
+    bounce_address: str = "bounces@localhost"
+    bounce_smtp_host: str = "127.0.0.1"
+    bounce_smtp_port: int = Field(default=2526, ge=0, le=65535)
+    # Webhook URLs must be https to a public address unless this is set (local development).
+    webhooks_allow_private: bool = False
+    # The dispatcher (``herald webhooks``): deliveries at once per process, per endpoint,
+    # how long a claimed delivery is its own before another dispatcher may take it over
+    # (more than the 10 s request timeout), and the retry schedule (at least 24 hours).
+    webhook_concurrency: int = Field(default=32, ge=1)
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1)
+    webhook_lease_seconds: float = Field(default=60.0, gt=10)
+    webhook_poll_seconds: float = Field(default=0.5, gt=0)
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_maximum_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_hours: float = Field(default=24.0, gt=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -6,13 +6,21 @@ and by the API (``accepted``, right after the workflow start).
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from herald.contracts import NotificationInput, SendRequest, SendResult, Status, StatusEvent
+from herald.contracts import (
+    NotificationInput,
+    Receipt,
+    SendRequest,
+    SendResult,
+    Status,
+    StatusEvent,
+)
 from herald.db import Notification, single_statements
 
 # Append the event once (its key makes a retried write a no-op) ...
@@ -22,31 +30,68 @@ _APPEND_EVENT = """
             (notification_id, event_key, status, cycle, attempt, provider, detail, at)
         VALUES (:nid, :key, :status, :cycle, :attempt, :provider, :detail, :at)
         ON CONFLICT (notification_id, event_key) DO NOTHING
-        RETURNING id
+        RETURNING id, status, notification_id
     )
 """
-# ... and move the notification's current status only if the event is new.
+# ... and move the notification's current status only if the event is new. ``sent``
+# takes a delivery receipt of its cycle that arrived first into account ({receipt_*}).
 _MOVE_STATUS = """
     UPDATE notifications SET
-        status = :status,
+        status = CASE WHEN :status = 'sent' THEN COALESCE({receipt_status}, 'sent')
+                      ELSE :status END,
         cycle = GREATEST(cycle, :cycle),
         attempts = CASE WHEN :status = 'accepted' THEN 0 ELSE GREATEST(attempts, :attempt) END,
         provider = COALESCE(:provider, provider),
         provider_message_id = COALESCE(:provider_message_id, provider_message_id),
         template_version = COALESCE(:template_version, template_version),
-        last_error = CASE WHEN CAST(:error AS text) IS NOT NULL THEN :error
+        last_error = CASE WHEN :status = 'sent' AND {receipt_status} = 'undelivered'
+                               THEN {receipt_error}
+                          WHEN :status = 'sent' AND {receipt_status} = 'delivered' THEN NULL
+                          WHEN CAST(:error AS text) IS NOT NULL THEN :error
                           WHEN :status = 'accepted' THEN NULL ELSE last_error END,
+        {receipt_columns}
         updated_at = :at
+    {receipt_from}
     WHERE id = :nid AND NOT :annotation AND EXISTS (SELECT 1 FROM ev)
       AND cycle <= :cycle AND updated_at <= :at
       -- a cycle that has ended stays ended: only a newer cycle moves the status again
       AND (cycle < :cycle
-           OR status NOT IN ('sent', 'delivered', 'failed', 'cancelled', 'suppressed'))
+           OR status NOT IN ('sent', 'delivered', 'undelivered', 'failed', 'cancelled',
+                             'suppressed'))
 """
-_RECORD_EVENT = text(f"WITH {_APPEND_EVENT} {_MOVE_STATUS}")
+# The receipt of this cycle kept on the row, if one came before ``sent``.
+_ROW_RECEIPT = {
+    "receipt_status": "(CASE WHEN receipt_cycle = :cycle THEN receipt_status END)",
+    "receipt_error": "(CASE WHEN receipt_cycle = :cycle THEN receipt_error END)",
+    "receipt_columns": "",
+    "receipt_from": "",
+}
+# Every new status event is offered to the tenant's webhook endpoints that want it, in
+# the same statement: an event is never logged without its webhooks, nor the reverse.
+_ENQUEUE_WEBHOOKS = """
+    hooks AS (
+        INSERT INTO webhook_messages (endpoint_id, event_id, next_attempt_at)
+        SELECT endpoint.id, new_event.id, now()
+        FROM {new_events} AS new_event
+        {owner_join}
+        JOIN webhook_endpoints endpoint ON endpoint.tenant_id = {tenant}
+        WHERE NOT :annotation AND endpoint.disabled_at IS NULL
+          AND endpoint.events && ARRAY['*', new_event.status]::varchar[]
+        ON CONFLICT DO NOTHING
+    )
+"""
+_OWNER = {
+    "owner_join": "JOIN notifications owner ON owner.id = new_event.notification_id",
+    "tenant": "owner.tenant_id",
+}
+_RECORD_EVENT = text(
+    f"WITH {_APPEND_EVENT}, {_ENQUEUE_WEBHOOKS.format(new_events='ev', **_OWNER)} "
+    + _MOVE_STATUS.format(**_ROW_RECEIPT)
+)
 # The same, saying whether the event is new (a step run again finds its own event).
 _RECORD_NEW_EVENT = text(
-    f"WITH {_APPEND_EVENT}, moved AS ({_MOVE_STATUS} RETURNING 1) SELECT count(*) FROM ev"
+    f"WITH {_APPEND_EVENT}, {_ENQUEUE_WEBHOOKS.format(new_events='ev', **_OWNER)}, "
+    f"moved AS ({_MOVE_STATUS.format(**_ROW_RECEIPT)} RETURNING 1) SELECT count(*) FROM ev"
 )
 # The row of a new notification, then its accepted event, in one statement. The row is
 # inserted already in its accepted state; for a later cycle it exists, and the update
@@ -58,12 +103,14 @@ _RECORD_ACCEPTED = text(
         INSERT INTO notifications
             (id, tenant_id, channel, user_id, template, template_version, locale, data,
              send_at, status, cycle, attempts, idempotency_key, request_hash, fallback,
-             created_at, updated_at, test)
+             created_at, updated_at, test, confirm_within_seconds)
         VALUES (:nid, :tenant_id, :channel, :user_id, :template, :pinned_version, :locale,
                 :data, :send_at, :status, :cycle, 0, :idempotency_key, :request_hash,
-                :fallback, :at, :at, :test)
+                :fallback, :at, :at, :test, :confirm_within_seconds)
         ON CONFLICT DO NOTHING
-    ), {_APPEND_EVENT} {_MOVE_STATUS}
+    ), {_APPEND_EVENT},
+    {_ENQUEUE_WEBHOOKS.format(new_events="ev", owner_join="", tenant="CAST(:tenant_id AS uuid)")}
+    {_MOVE_STATUS.format(**_ROW_RECEIPT)}
     """
 ).bindparams(bindparam("data", type_=JSONB), bindparam("fallback", type_=JSONB))
 
@@ -88,8 +135,15 @@ def _event_params(event: StatusEvent) -> dict[str, Any]:
 async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
     """Append ``event`` once and move the notification's current status forward (one
     statement, so it needs no transaction of its own)."""
+    statement = _RECORD_EVENT
+    if (
+        event.status is Status.sent
+        and event.provider_message_id is not None
+        and reports_by_message_id(event.provider)
+    ):
+        statement = _RECORD_SENT_FOR_RECEIPTS
     async with single_statements(engine) as conn:
-        await conn.execute(_RECORD_EVENT, _event_params(event))
+        await conn.execute(statement, _event_params(event))
 
 
 async def record_new_event(engine: AsyncEngine, event: StatusEvent) -> bool:
@@ -133,6 +187,7 @@ async def write_accepted(conn: AsyncConnection, request: NotificationInput) -> N
         "request_hash": request.request_hash,
         "fallback": [channel.value for channel in request.fallback] or None,
         "test": request.test,
+        "confirm_within_seconds": request.confirm_within_seconds,
     }
     await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)
 
@@ -165,3 +220,236 @@ async def recorded_acceptance(engine: AsyncEngine, request: SendRequest) -> Send
         attempt=row.attempts,
         recorded=True,
     )
+
+
+# --- Delivery receipts ---------------------------------------------------------------
+#
+# A receipt says what became of a message after ``sent``: ``delivered`` or
+# ``undelivered``. Receipts can arrive twice, out of order, or before Herald has recorded
+# ``sent`` at all; the rule that makes the outcome independent of that order lives here,
+# in SQL, so it holds across processes:
+#
+# - Each receipt is an event in the log (keyed by cycle, source and report: the same
+#   report twice is logged once).
+# - The strongest receipt of the cycle is kept on the notification's row
+#   (``receipt_*``): ``delivered`` beats ``undelivered``, and of two of a kind the later
+#   report wins (``herald_receipt_outranks``, created by migration 0003).
+# - A notification already ``sent`` (or with a receipt) takes the strongest receipt's
+#   status at once; one still on its way keeps its status until ``sent`` is recorded,
+#   and the ``sent`` write then takes the kept receipt's status instead.
+#
+# Both writers update the same row, so PostgreSQL's row lock orders them and the later
+# one sees what the earlier one wrote. Receipts that name only the provider's message id
+# (Twilio) meet the ``sent`` write on ``provider_messages`` the same way: whichever comes
+# second finds the other's half there.
+
+# Providers whose receipts name their own message id rather than ours.
+_RECEIPTS_BY_MESSAGE_ID = ("twilio",)
+
+
+def reports_by_message_id(provider: str | None) -> bool:
+    """Whether this provider's receipts name its message id (so ``sent`` must link it)."""
+    return provider is not None and provider.split("-", 1)[0] in _RECEIPTS_BY_MESSAGE_ID
+
+
+_SENT_ALREADY = "status IN ('sent', 'delivered', 'undelivered')"
+
+
+def _wins(cycle: str) -> str:
+    """SQL: the receipt in the parameters outranks the one the row keeps for ``cycle``."""
+    return (
+        "herald_receipt_outranks(CAST(:r_status AS text), CAST(:r_at AS timestamptz), "
+        f"CASE WHEN receipt_cycle = {cycle} THEN receipt_status END, receipt_at)"
+    )
+
+
+def _apply_receipt(nid: str, cycle: str, source: str = "") -> str:
+    """SQL: keep the receipt in the parameters on the row of ``nid`` if it is the
+    strongest of ``cycle`` so far, and move the status if the cycle was already sent."""
+    wins = _wins(cycle)
+    moves = f"({_SENT_ALREADY} AND {wins})"
+    return f"""
+    UPDATE notifications SET
+        receipt_cycle = CASE WHEN {wins} THEN {cycle} ELSE receipt_cycle END,
+        receipt_status = CASE WHEN {wins} THEN :r_status ELSE receipt_status END,
+        receipt_error = CASE WHEN {wins} THEN :r_error ELSE receipt_error END,
+        receipt_at = CASE WHEN {wins} THEN :r_at ELSE receipt_at END,
+        status = CASE WHEN {moves} THEN :r_status ELSE status END,
+        last_error = CASE WHEN {moves} AND :r_status = 'undelivered' THEN :r_error
+                          WHEN {moves} THEN NULL ELSE last_error END,
+        updated_at = CASE WHEN {moves} THEN GREATEST(updated_at, :r_at) ELSE updated_at END
+    {source}
+    WHERE id = {nid} AND cycle = {cycle}
+    RETURNING id
+    """
+
+
+def _receipt_event(nid: str, cycle: str, rows: str) -> str:
+    """SQL: the receipt's event in the log (``:r_status`` None: a report logged only)."""
+    return f"""
+    ev AS (
+        INSERT INTO notification_events
+            (notification_id, event_key, status, cycle, attempt, provider, detail, at)
+        SELECT {nid}, CAST({cycle} AS text) || CAST(:key_suffix AS text),
+               COALESCE(CAST(:r_status AS varchar), 'sent'), {cycle}, 0,
+               CAST(:source AS varchar), CAST(:detail AS text), CAST(:r_at AS timestamptz)
+        FROM {rows}
+        ON CONFLICT (notification_id, event_key) DO NOTHING
+        RETURNING id, status, notification_id
+    )
+    """
+
+
+# A receipt for a notification named by its id (email bounce, the client's own report).
+_RECORD_RECEIPT = text(
+    "WITH "
+    + _receipt_event("CAST(:nid AS uuid)", "CAST(:cycle AS integer)", "(SELECT 1) AS one")
+    + ", "
+    + _ENQUEUE_WEBHOOKS.format(new_events="ev", **_OWNER)
+    + ", moved AS ("
+    + _apply_receipt("CAST(:nid AS uuid)", "CAST(:cycle AS integer)")
+    + ") SELECT (SELECT count(*) FROM ev) AS logged"
+)
+
+# A report that changes nothing but the log (Twilio ``queued``, a delayed email).
+_RECORD_REPORT = text(
+    "WITH "
+    + _receipt_event("CAST(:nid AS uuid)", "CAST(:cycle AS integer)", "(SELECT 1) AS one")
+    + " SELECT count(*) AS logged FROM ev"
+)
+
+# A receipt naming the provider's message id. The upsert meets the ``sent`` write's on
+# the message id's row: if ``sent`` is there, the receipt applies to its notification at
+# once; if not, it waits on that row for the ``sent`` write to apply it.
+_RECORD_MESSAGE_RECEIPT = text(
+    """
+    WITH link AS (
+        INSERT INTO provider_messages AS pm
+            (provider_message_id, receipt_status, receipt_report, receipt_error,
+             receipt_detail, receipt_at)
+        VALUES (:pmid, :r_status, :report_key, :r_error, :detail, :r_at)
+        ON CONFLICT (provider_message_id) DO UPDATE SET
+            receipt_status = CASE WHEN {wins} THEN EXCLUDED.receipt_status
+                                  ELSE pm.receipt_status END,
+            receipt_report = CASE WHEN {wins} THEN EXCLUDED.receipt_report
+                                  ELSE pm.receipt_report END,
+            receipt_error = CASE WHEN {wins} THEN EXCLUDED.receipt_error
+                                 ELSE pm.receipt_error END,
+            receipt_detail = CASE WHEN {wins} THEN EXCLUDED.receipt_detail
+                                  ELSE pm.receipt_detail END,
+            receipt_at = CASE WHEN {wins} THEN EXCLUDED.receipt_at ELSE pm.receipt_at END
+        RETURNING notification_id AS l_nid, cycle AS l_cycle
+    ), {event}, {hooks}, moved AS ({apply})
+    SELECT l_nid, l_cycle FROM link
+    """.format(
+        wins="herald_receipt_outranks(EXCLUDED.receipt_status, EXCLUDED.receipt_at, "
+        "pm.receipt_status, pm.receipt_at)",
+        event=_receipt_event("link.l_nid", "link.l_cycle", "link WHERE link.l_nid IS NOT NULL"),
+        hooks=_ENQUEUE_WEBHOOKS.format(new_events="ev", **_OWNER),
+        apply=_apply_receipt("link.l_nid", "link.l_cycle", "FROM link"),
+    )
+)
+
+# A report logged only, naming the provider's message id: logged if ``sent`` linked it.
+_RECORD_MESSAGE_REPORT = text(
+    "WITH link AS (SELECT notification_id AS l_nid, cycle AS l_cycle FROM provider_messages"
+    " WHERE provider_message_id = :pmid AND notification_id IS NOT NULL), "
+    + _receipt_event("link.l_nid", "link.l_cycle", "link")
+    + " SELECT l_nid, l_cycle FROM link"
+)
+
+# ``sent`` from a provider that reports by message id: link the id to this send cycle
+# and take over a receipt that arrived before (logging it, and offering it to webhooks).
+_LINK_RECEIPT = {
+    "receipt_status": (
+        "(CASE WHEN herald_receipt_outranks(link.l_status, link.l_at, "
+        "CASE WHEN receipt_cycle = :cycle THEN receipt_status END, receipt_at) "
+        "THEN link.l_status ELSE CASE WHEN receipt_cycle = :cycle THEN receipt_status END END)"
+    ),
+    "receipt_error": (
+        "(CASE WHEN herald_receipt_outranks(link.l_status, link.l_at, "
+        "CASE WHEN receipt_cycle = :cycle THEN receipt_status END, receipt_at) "
+        "THEN link.l_error ELSE CASE WHEN receipt_cycle = :cycle THEN receipt_error END END)"
+    ),
+    "receipt_columns": "\n".join(
+        f"{column} = CASE WHEN herald_receipt_outranks(link.l_status, link.l_at, "
+        "CASE WHEN receipt_cycle = :cycle THEN receipt_status END, receipt_at) "
+        f"THEN {value} ELSE {column} END,"
+        for column, value in (
+            ("receipt_cycle", ":cycle"),
+            ("receipt_status", "link.l_status"),
+            ("receipt_error", "link.l_error"),
+            ("receipt_at", "link.l_at"),
+        )
+    ),
+    "receipt_from": "FROM link",
+}
+_RECORD_SENT_FOR_RECEIPTS = text(
+    f"""
+    WITH link AS (
+        INSERT INTO provider_messages AS pm (provider_message_id, notification_id, cycle)
+        VALUES (:provider_message_id, :nid, :cycle)
+        ON CONFLICT (provider_message_id) DO UPDATE SET
+            notification_id = EXCLUDED.notification_id, cycle = EXCLUDED.cycle
+        RETURNING receipt_status AS l_status, receipt_report AS l_report,
+                  receipt_error AS l_error, receipt_detail AS l_detail, receipt_at AS l_at
+    ), {_APPEND_EVENT},
+    early AS (
+        INSERT INTO notification_events
+            (notification_id, event_key, status, cycle, attempt, provider, detail, at)
+        SELECT CAST(:nid AS uuid), CAST(CAST(:cycle AS integer) AS text) || ':receipt:'
+                   || link.l_report,
+               link.l_status, :cycle, 0, split_part(link.l_report, ':', 1), link.l_detail,
+               link.l_at
+        FROM link WHERE link.l_status IS NOT NULL
+        ON CONFLICT (notification_id, event_key) DO NOTHING
+        RETURNING id, status, notification_id
+    ),
+    {
+        _ENQUEUE_WEBHOOKS.format(
+            new_events="(SELECT * FROM ev UNION ALL SELECT * FROM early)", **_OWNER
+        )
+    }
+    {_MOVE_STATUS.format(**_LINK_RECEIPT)}
+    """
+)
+
+
+def _receipt_params(receipt: Receipt) -> dict[str, Any]:
+    return {
+        "r_status": receipt.status.value if receipt.status is not None else None,
+        "r_at": receipt.at,
+        "r_error": receipt.error,
+        "report_key": receipt.report_key,
+        "key_suffix": receipt.key_suffix,
+        "source": receipt.source,
+        "detail": receipt.detail,
+        "annotation": False,
+    }
+
+
+async def record_receipt(
+    engine: AsyncEngine, notification_id: uuid.UUID, cycle: int, receipt: Receipt
+) -> bool:
+    """Log a receipt of send cycle ``cycle`` and apply it (see above); False if this
+    report was already logged."""
+    statement = _RECORD_RECEIPT if receipt.status is not None else _RECORD_REPORT
+    params = _receipt_params(receipt) | {"nid": notification_id, "cycle": cycle}
+    async with single_statements(engine) as conn:
+        logged = (await conn.execute(statement, params)).scalar_one()
+    return bool(logged)
+
+
+async def record_message_receipt(
+    engine: AsyncEngine, provider_message_id: str, receipt: Receipt
+) -> tuple[uuid.UUID, int] | None:
+    """Log and apply a receipt that names the provider's message id; the notification and
+    cycle it belongs to, or None while ``sent`` has not linked the id (a receipt then
+    waits for it; a report that changes no status is dropped)."""
+    statement = _RECORD_MESSAGE_RECEIPT if receipt.status is not None else _RECORD_MESSAGE_REPORT
+    params = _receipt_params(receipt) | {"pmid": provider_message_id}
+    async with single_statements(engine) as conn:
+        row = (await conn.execute(statement, params)).first()
+    if row is None or row.l_nid is None:
+        return None
+    return row.l_nid, row.l_cycle

@@ -53,6 +53,9 @@ def request_hash(request: NotificationRequest) -> str:
         fields.pop("priority")
     if fields.get("digest") is None:
         fields.pop("digest", None)
+    if fields.get("confirm_within_seconds") is None:
+        # Likewise for requests that do not wait for a delivery receipt.
+        fields.pop("confirm_within_seconds", None)
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -104,6 +107,7 @@ def build_input(
         priority=request.priority,
         digest=request.digest,
         test=test,
+        confirm_within_seconds=request.confirm_within_seconds,
     )
 
 

@@ -69,6 +69,15 @@ def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides:
         "provider_timeout_seconds": 3.0,
         "api_key_cache_seconds": 1.0,
         "log_level": "INFO",
+        # Receipts and webhooks: this run's bounce server, callbacks to this run's API,
+        # local webhook receivers, a short lease so a killed dispatcher's deliveries are
+        # taken over within seconds, and quick retries.
+        "bounce_smtp_port": free_port(),
+        "webhooks_allow_private": True,
+        "webhook_lease_seconds": 12.0,
+        "webhook_poll_seconds": 0.2,
+        "webhook_retry_initial_seconds": 0.5,
+        "webhook_retry_maximum_seconds": 4.0,
     }
     values.update(overrides)
     # Links in messages (one-click unsubscribe) point at this run's API.
@@ -85,6 +94,7 @@ class Stack:
         log_dir: Path,
         queues: Iterable[str] = ("core", "email", "sms", "push"),
         bridge: bool = False,
+        receipts: bool = True,
     ) -> None:
         self.settings = settings
         env = settings.as_env()
@@ -95,6 +105,10 @@ class Stack:
             self.processes[f"worker-{queue}"] = ManagedProcess(
                 f"worker-{queue}", herald_argv("worker", "--queue", queue), env, log_dir
             )
+        if receipts:
+            # The email bounce server and the webhook dispatcher.
+            for name in ("bounces", "webhooks"):
+                self.processes[name] = ManagedProcess(name, herald_argv(name), env, log_dir)
         self.metrics_ports = assign_metrics_ports(self.processes.values(), free_port)
 
     @property

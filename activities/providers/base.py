@@ -15,9 +15,10 @@ import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -41,6 +42,7 @@ if TYPE_CHECKING:  # the chain is built of this module's providers
 
 log = logging.getLogger(__name__)
 
+_Written = TypeVar("_Written")
 # A status write must never hold up or fail a send; the workflow records the outcome.
 _STATUS_WRITE_TIMEOUT = 2.0
 
@@ -331,25 +333,32 @@ class ProviderActivity:
         )
 
     async def _record_new(self, event: StatusEvent) -> bool | None:
-        """Write a transition from here, best effort: True if the event is new, False if
-        it was written before (this step is running again), None if it could not be.
+        """``_record`` for an event that tells whether this step ran before: True if it is
+        new, False if an earlier run of the step wrote it, None if it could not be written."""
+        written, new = await self._write(event, statuslog.record_new_event)
+        return new if written else None
+
+    async def _record(self, event: StatusEvent) -> bool:
+        """Write a transition from here, best effort: True if it is in the log.
 
         Whatever this could not write, the workflow writes (its steps retry until
         PostgreSQL answers), so a database outage never holds up or fails a send.
         """
+        written, _ = await self._write(event, statuslog.record_event)
+        return written
+
+    async def _write(
+        self,
+        event: StatusEvent,
+        write: Callable[[AsyncEngine, StatusEvent], Awaitable[_Written]],
+    ) -> tuple[bool, _Written | None]:
         if self._engine is None:
-            return None
+            return False, None
         try:
-            return await asyncio.wait_for(
-                statuslog.record_new_event(self._engine, event), _STATUS_WRITE_TIMEOUT
-            )
+            return True, await asyncio.wait_for(write(self._engine, event), _STATUS_WRITE_TIMEOUT)
         except Exception:
             log.warning("could not record %s", event.status.value, exc_info=True)
-            return None
-
-    async def _record(self, event: StatusEvent) -> bool:
-        """``_record_new``: True if the event is in the log now."""
-        return await self._record_new(event) is not None
+            return False, None
 
     async def _signal_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
         """Tell the workflow, so its status, query and search attributes say ``retrying``."""

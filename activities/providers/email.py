@@ -21,6 +21,7 @@ import aiosmtplib
 
 from activities.providers.base import Provider, ProviderError
 from herald.contracts import SendRequest
+from herald.receipts import bounce_address
 from herald.settings import Settings
 
 _TAGS = re.compile(r"<[^>]+>")
@@ -134,16 +135,19 @@ class SmtpProvider(Provider):
     async def deliver(self, request: SendRequest) -> str:
         """Send one email; 4xx replies and dropped connections are transient, 5xx permanent."""
         message = build_message(request, self._settings.email_from)
+        # VERP: bounces come back to an address naming the notification (``herald
+        # bounces``); the From header stays the configured sender.
+        envelope_sender = bounce_address(self._settings, request.notification_id)
         try:
             async with self._connection() as client:
                 if not client.is_connected:
                     await client.connect()
                 try:
-                    await client.send_message(message)
+                    await client.send_message(message, sender=envelope_sender)
                 except aiosmtplib.SMTPServerDisconnected:
                     # A kept-open connection the server had closed: one fresh try.
                     await client.connect()
-                    await client.send_message(message)
+                    await client.send_message(message, sender=envelope_sender)
         except aiosmtplib.SMTPRecipientsRefused as err:
             refusal = next(iter(err.recipients))
             raise ProviderError(

@@ -8,6 +8,7 @@ import httpx
 
 from activities.providers.http import HttpProvider
 from herald.contracts import SendRequest
+from herald.receipts import twilio_callback_url
 from herald.settings import Settings
 
 
@@ -25,13 +26,21 @@ class TwilioProvider(HttpProvider):
             settings.sms_account_sid, settings.sms_auth_token.get_secret_value()
         )
         self._sender = settings.sms_from
+        # Twilio reports delivered / undelivered here (api/routes/receipts.py).
+        self._status_callback = twilio_callback_url(settings)
 
     def build_request(self, request: SendRequest) -> httpx.Request:
-        """Form fields ``To``, ``From``, ``Body``; the idempotency key rides in a header."""
+        """Form fields ``To``, ``From``, ``Body``, ``StatusCallback``; the idempotency key
+        rides in a header."""
         return self._client.build_request(
             "POST",
             self._url,
-            data={"To": request.address, "From": self._sender, "Body": request.message.body},
+            data={
+                "To": request.address,
+                "From": self._sender,
+                "Body": request.message.body,
+                "StatusCallback": self._status_callback,
+            },
             headers={
                 "I-Twilio-Idempotency-Token": request.idempotency_key,
                 "Idempotency-Key": request.idempotency_key,

@@ -129,7 +129,13 @@ async def test_the_twilio_request_is_a_form_post_with_the_key_in_its_headers(
     assert request.method == "POST"
     assert str(request.url) == "https://api.twilio.test/2010-04-01/Accounts/AC123/Messages.json"
     form = {key: values for key, values in parse_qs(request.content.decode()).items()}
-    assert form == {"To": ["+447700900123"], "From": ["+15550001111"], "Body": ["Code 4711"]}
+    assert form == {
+        "To": ["+447700900123"],
+        "From": ["+15550001111"],
+        "Body": ["Code 4711"],
+        # Where Twilio reports delivered / undelivered.
+        "StatusCallback": [f"{settings.public_url}/v1/providers/twilio/status"],
+    }
     assert request.headers["I-Twilio-Idempotency-Token"] == str(NOTIFICATION)
     assert request.headers["Idempotency-Key"] == str(NOTIFICATION)
     expected = httpx.BasicAuth("AC123", "secret-token")

@@ -1,0 +1,1 @@
+"""``herald bounces``: takes email bounces (RFC 3464 delivery status notifications)."""

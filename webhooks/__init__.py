@@ -1,0 +1,1 @@
+"""``herald webhooks``: delivers status events to tenants' webhook endpoints."""
