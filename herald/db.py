@@ -170,6 +170,9 @@ class Notification(Base):
     digest_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
     # Made with a test key: goes through the lifecycle, never reaches a provider.
     test: Mapped[bool] = mapped_column(default=False, server_default="false")
+    # Which channel of the fallback order the status is on (0: the one requested): a
+    # later channel tried after an earlier one was sent but never confirmed moves it on.
+    leg: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Kept so a resend waits for a receipt the same way.
     confirm_within_seconds: Mapped[float | None] = mapped_column(Float)
     # The strongest delivery receipt of ``receipt_cycle`` (herald/statuslog.py): kept on

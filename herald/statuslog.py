@@ -40,6 +40,7 @@ _MOVE_STATUS = """
         status = CASE WHEN :status = 'sent' THEN COALESCE({receipt_status}, 'sent')
                       ELSE :status END,
         cycle = GREATEST(cycle, :cycle),
+        leg = CASE WHEN cycle < :cycle THEN :leg ELSE GREATEST(leg, :leg) END,
         attempts = CASE WHEN :status = 'accepted' THEN 0 ELSE GREATEST(attempts, :attempt) END,
         provider = COALESCE(:provider, provider),
         provider_message_id = COALESCE(:provider_message_id, provider_message_id),
@@ -54,8 +55,9 @@ _MOVE_STATUS = """
     {receipt_from}
     WHERE id = :nid AND NOT :annotation AND EXISTS (SELECT 1 FROM ev)
       AND cycle <= :cycle AND updated_at <= :at
-      -- a cycle that has ended stays ended: only a newer cycle moves the status again
-      AND (cycle < :cycle
+      -- a cycle that has ended stays ended: only a newer cycle, or the next fallback
+      -- channel after a send that was never confirmed, moves the status again
+      AND (cycle < :cycle OR (cycle = :cycle AND leg < :leg)
            OR status NOT IN ('sent', 'delivered', 'undelivered', 'failed', 'cancelled',
                              'suppressed'))
 """
@@ -129,6 +131,7 @@ def _event_params(event: StatusEvent) -> dict[str, Any]:
         "error": event.error,
         "annotation": event.annotation,
         "at": event.at,
+        "leg": event.leg,
     }
 
 

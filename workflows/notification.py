@@ -2,7 +2,8 @@
 
 accepted → [scheduled] → prepare (recipient, render) → [scheduled: the user's quiet
 hours] → sending → sent | failed, with ``suppressed`` (cannot or must not reach the user)
-and ``cancelled`` on the way.
+and ``cancelled`` on the way. With ``confirm_within_seconds`` and a fallback, a send not
+confirmed ``delivered`` in time (or reported ``undelivered``) goes on to the next channel.
 
 The run lives on its channel's task queue, so the channel's workers run it and the
 channel scales by starting more of them. A clean send is one workflow task: ``prepare``
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.status import StatusActivities
     from herald import search
     from herald.contracts import (
+        RECEIPT_SIGNAL,
         AcceptedRecord,
         AttemptFailed,
         CancelRequest,
@@ -45,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         NotificationState,
         Prepared,
         PrepareRequest,
+        ReceiptSignal,
         RecipientLookup,
         RenderedMessage,
         RenderRequest,
@@ -127,6 +130,9 @@ class NotificationWorkflow:
         # The send step stamps its events with the time it wrote them, after this
         # workflow task began: later events of the workflow are never older.
         self._clock: datetime | None = None
+        # Delivery receipts of this cycle, with the fallback leg that was current when
+        # each arrived (what it reports on).
+        self._receipts: list[tuple[int, ReceiptSignal]] = []
 
     @workflow.run
     async def run(self, request: NotificationInput) -> NotificationState:
@@ -316,7 +322,39 @@ class NotificationWorkflow:
             if not isinstance(result_or_end, SendResult):
                 return result_or_end
             result = result_or_end
-        return await self._sent(channel, result, sending)
+        state = await self._sent(channel, result, sending)
+        if request.confirm_within_seconds and not last:
+            if not await self._confirmed(channel, request.confirm_within_seconds):
+                return None
+        return state
+
+    async def _confirmed(self, channel: Channel, seconds: float) -> bool:
+        """Wait (a durable timer) for a receipt of what was just sent on ``channel``;
+        False, with the reason logged, if it was not delivered in time: fall back."""
+        leg = self._leg
+
+        def heard() -> bool:
+            return self._cancel is not None or any(at == leg for at, _ in self._receipts)
+
+        why = f"waiting up to {seconds:g}s for a delivery receipt"
+        workflow.set_current_details(why)
+        try:
+            await workflow.wait_condition(heard, timeout=timedelta(seconds=seconds))
+        except TimeoutError:
+            pass
+        workflow.set_current_details("")
+        receipts = [receipt for at, receipt in self._receipts if at == leg]
+        if any(receipt.status is Status.delivered for receipt in receipts):
+            self._move(Status.delivered, visible=True)
+            return True
+        if self._cancel is not None and not receipts:
+            return True  # sent, and asked to stop: nothing more is tried
+        if receipts:
+            reason = f"undelivered: {receipts[-1].reason or 'the provider reported it'}"
+        else:
+            reason = f"not confirmed delivered within {seconds:g}s"
+        await self._fall_back(channel, reason)
+        return False
 
     async def _retry(
         self,
@@ -571,6 +609,13 @@ class NotificationWorkflow:
             and failure.attempt >= self._attempts
         ):
             self._move(Status.retrying, attempt=failure.attempt, error=failure.error, visible=True)
+
+    @workflow.signal(name=RECEIPT_SIGNAL)
+    def receipt(self, receipt: ReceiptSignal) -> None:
+        """The provider or the client's app reported what became of the message (the
+        status log already has it; this only matters while waiting to escalate)."""
+        if receipt.cycle == self._cycle:
+            self._receipts.append((self._leg, receipt))
 
     @workflow.query
     def status(self) -> NotificationState:
