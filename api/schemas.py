@@ -149,6 +149,8 @@ class NotificationOut(BaseModel):
     cycle: int = 1
     send_at: datetime | None = None
     fallback: list[Channel] = Field(default_factory=list)
+    # The broadcast this notification is one recipient of, if any.
+    broadcast_id: uuid.UUID | None = None
 
     @field_validator("fallback", mode="before")
     @classmethod

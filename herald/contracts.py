@@ -189,6 +189,8 @@ class NotificationInput(BaseModel):
     request_hash: str | None = None
     task_queue_prefix: str = "herald"
     fallback: list[Channel] = Field(default_factory=list)
+    # Set when this notification is one recipient of a broadcast.
+    broadcast_id: uuid.UUID | None = None
 
     @property
     def workflow_id(self) -> str:

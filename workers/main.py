@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.broadcasts import BroadcastActivities
 from activities.failures import FailureActivities
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
 from activities.providers.failover import ProviderChain, channel_providers
@@ -37,6 +38,7 @@ from herald.db import make_engine
 from herald.metrics import start_process_metrics
 from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
+from workflows.broadcast import BroadcastWorkflow
 from workflows.notification import NotificationWorkflow
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,12 @@ def core_worker(
         RecipientActivities(engine).load_recipient,
         TemplateActivities(engine).render_template,
         FailureActivities(publisher).publish_failed,
+        *BroadcastActivities(engine, client, settings).activities,
     ]
     return Worker(
         client,
         task_queue=core_task_queue(settings),
-        workflows=[NotificationWorkflow],
+        workflows=[NotificationWorkflow, BroadcastWorkflow],
         # Workflows run outside Temporal's sandbox: it costs about a third of this worker's
         # CPU per notification. The sandbox's check for non-deterministic calls runs in
         # the tests instead, which replay every history they produce inside it

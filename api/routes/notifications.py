@@ -111,10 +111,18 @@ async def list_notifications(
     user_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    broadcast_id: uuid.UUID | None = None,
 ) -> NotificationPage:
-    """Newest first, filtered by status, channel and user."""
+    """Newest first, filtered by status, channel, user and broadcast."""
     return await notifications.list_notifications(
-        engine, tenant, status=status, channel=channel, user_id=user_id, limit=limit, cursor=cursor
+        engine,
+        tenant,
+        status=status,
+        channel=channel,
+        user_id=user_id,
+        limit=limit,
+        cursor=cursor,
+        broadcast_id=broadcast_id,
     )
 
 

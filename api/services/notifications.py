@@ -207,9 +207,12 @@ async def list_notifications(
     user_id: str | None,
     limit: int,
     cursor: str | None,
+    broadcast_id: uuid.UUID | None = None,
 ) -> NotificationPage:
     """Newest first, filtered, one page at a time."""
     query = select(_NOTIFICATIONS).where(Notification.tenant_id == tenant.id)
+    if broadcast_id is not None:
+        query = query.where(Notification.broadcast_id == broadcast_id)
     if status is not None:
         query = query.where(Notification.status == status.value)
     if channel is not None:
