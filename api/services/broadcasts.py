@@ -36,7 +36,7 @@ from herald.broadcasts import (
     BroadcastStatus,
     broadcast_workflow_id,
 )
-from herald.db import Broadcast, Notification, Topic
+from herald.db import Broadcast, Notification, Tenant, Topic
 from herald.settings import Settings
 from herald.temporal import core_task_queue
 from herald.tenants import TenantContext
@@ -339,3 +339,16 @@ async def cancel_broadcast(
             raise
         # Already finished: it has recorded how it ended, or is about to.
     return await get_broadcast(engine, tenant, broadcast_id)
+
+
+async def tenant_of(engine: AsyncEngine, broadcast_id: uuid.UUID) -> TenantContext | None:
+    """The tenant a broadcast belongs to (for operators, who name a broadcast by id)."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(Tenant.id, Tenant.name)
+                .join(Broadcast, Broadcast.tenant_id == Tenant.id)
+                .where(Broadcast.id == broadcast_id)
+            )
+        ).first()
+    return TenantContext(row.id, row.name) if row else None

@@ -141,3 +141,12 @@ async def list_topics(
     more = len(rows) > limit
     next_cursor = base64.urlsafe_b64encode(items[-1].key.encode()).decode() if more else None
     return TopicPage(items=items, next_cursor=next_cursor)
+
+
+async def ensure_topic(engine: AsyncEngine, tenant_id: uuid.UUID, key: str) -> bool:
+    """Create the topic unless it exists (its name is left as it is); True if created."""
+    async with engine.begin() as conn:
+        created = await conn.execute(
+            insert(Topic).values(tenant_id=tenant_id, key=key).on_conflict_do_nothing()
+        )
+    return bool(created.rowcount)
