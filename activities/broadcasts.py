@@ -115,6 +115,7 @@ class BroadcastActivities:
                 self._settings,
                 notifications,
                 concurrency=self._settings.batch_start_concurrency,
+                per_second=page.per_second,
             )
         failed = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
         if failed:

@@ -124,6 +124,8 @@ class FanOutPage(BaseModel):
     after: str = ""
     limit: int
     request_id: str | None = None
+    # Spread the page's starts evenly at this rate (0: as fast as they go).
+    per_second: float = 0.0
 
 
 class FanOutResult(BaseModel):

@@ -275,15 +275,22 @@ async def start_many(
     *,
     concurrency: int,
     slot: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+    per_second: float | None = None,
 ) -> list[StartOutcome]:
     """``start_notification`` for each, at most ``concurrency`` at a time, in order.
 
     ``slot`` is held around each start (the API's admission control); an error from it
-    or from the start is that notification's outcome, and the others go on.
+    or from the start is that notification's outcome, and the others go on. With
+    ``per_second``, the i-th start waits until i / per_second seconds from now: a steady
+    stream instead of a burst.
     """
     bound = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
 
-    async def start(notification: NotificationInput) -> StartOutcome:
+    async def start(index: int, notification: NotificationInput) -> StartOutcome:
+        if per_second:
+            await asyncio.sleep(max(0.0, begun + index / per_second - loop.time()))
         async with bound:
             try:
                 if slot is None:
@@ -293,7 +300,7 @@ async def start_many(
             except Exception as err:
                 return err
 
-    return list(await asyncio.gather(*(start(n) for n in notifications)))
+    return list(await asyncio.gather(*(start(i, n) for i, n in enumerate(notifications))))
 
 
 async def accept_many(
@@ -304,11 +311,20 @@ async def accept_many(
     *,
     concurrency: int,
     slot: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+    per_second: float | None = None,
 ) -> list[StartOutcome]:
-    """``accept`` for many first cycles: the starts concurrently (``start_many``), then
-    the ``accepted`` rows of those started now in one statement. As in ``accept``, a
-    failed write is only logged: each workflow writes its own row as its first step."""
-    outcomes = await start_many(client, settings, notifications, concurrency=concurrency, slot=slot)
+    """``accept`` for many first cycles: the starts concurrently (``start_many``, paced
+    with ``per_second``), then the ``accepted`` rows of those started now in one
+    statement. As in ``accept``, a failed write is only logged: each workflow writes its
+    own row as its first step."""
+    outcomes = await start_many(
+        client,
+        settings,
+        notifications,
+        concurrency=concurrency,
+        slot=slot,
+        per_second=per_second,
+    )
     started = [n for n, outcome in zip(notifications, outcomes, strict=True) if outcome is True]
     try:
         await statuslog.record_accepted_many(engine, started)

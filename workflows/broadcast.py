@@ -73,6 +73,7 @@ class BroadcastWorkflow:
                 after=job.after,
                 limit=job.page_size,
                 request_id=job.request_id,
+                per_second=job.rate_per_second,
             ),
             start_to_close_timeout=PAGE_TIMEOUT,
             heartbeat_timeout=PAGE_HEARTBEAT_TIMEOUT,
@@ -86,7 +87,8 @@ class BroadcastWorkflow:
         if page.exhausted:
             return await self._end(job, BroadcastStatus.completed, started)
 
-        # Keep to the rate: this page may not take less time than its share of it.
+        # Keep to the rate: the page spreads its starts over its share of the time, and
+        # the next may not begin before that share is over.
         due = begun + timedelta(seconds=page.started / job.rate_per_second)
         if due > workflow.now():
             await self._pause(due - workflow.now())
