@@ -14,7 +14,17 @@ from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
 from api.revocations import RevocationListener
-from api.routes import api_keys, health, notifications, templates, unsubscribe, users
+from api.routes import (
+    api_keys,
+    batch,
+    broadcasts,
+    health,
+    notifications,
+    templates,
+    topics,
+    unsubscribe,
+    users,
+)
 from api.routes import receipts as receipt_routes
 from api.routes import webhooks as webhook_routes
 from herald.db import make_engine
@@ -65,13 +75,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/console", create_console(settings, app.state))
     app.include_router(receipt_routes.router)
     app.include_router(webhook_routes.router)
+    for router in (batch.router, topics.router, broadcasts.router):
+        app.include_router(router)
 
     # The last added runs first: request ids on every answer, then metrics and the access
     # log around everything else, so the body limit's 413 is counted and logged too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        bulk_max_bytes=settings.max_bulk_request_bytes,
+        is_bulk=is_bulk_route,
+    )
     app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def is_bulk_route(path: str) -> bool:
+    """Whether a path takes many items at once (``HERALD_MAX_BULK_REQUEST_BYTES``)."""
+    return path in ("/v1/notifications/batch", "/v1/broadcasts") or (
+        path.startswith("/v1/topics/") and path.endswith("/subscribers")
+    )
 
 
 def app() -> FastAPI:

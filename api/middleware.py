@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -106,14 +107,28 @@ class BodyLimitMiddleware(_HttpMiddleware):
     limit holds for chunked uploads without a Content-Length too.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        bulk_max_bytes: int | None = None,
+        is_bulk: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__(app)
         self.max_bytes = max_bytes
+        # Routes that take many items at once (``is_bulk`` of the path) get their own limit.
+        self.bulk_max_bytes = bulk_max_bytes
+        self.is_bulk = is_bulk
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body is larger than {self.max_bytes} bytes"}
-        ).encode()
+    def _limit(self, scope: Scope) -> int:
+        if self.bulk_max_bytes is not None and self.is_bulk is not None:
+            if self.is_bulk(scope.get("path", "")):
+                return self.bulk_max_bytes
+        return self.max_bytes
+
+    async def _reject(self, send: Send, limit: int | None = None) -> None:
+        limit = self.max_bytes if limit is None else limit
+        body = json.dumps({"detail": f"request body is larger than {limit} bytes"}).encode()
         await send(
             {
                 "type": "http.response.start",
@@ -124,9 +139,10 @@ class BodyLimitMiddleware(_HttpMiddleware):
         await send({"type": "http.response.body", "body": body})
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -137,8 +153,8 @@ class BodyLimitMiddleware(_HttpMiddleware):
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                await self._reject(send)
+            if size > limit:
+                await self._reject(send, limit)
                 return
             if not message.get("more_body", False):
                 break

@@ -202,6 +202,8 @@ class NotificationOut(BaseModel):
     digest_notification_id: uuid.UUID | None = None
     # Made with a test key: never reached a provider.
     test: bool = False
+    # The broadcast this notification is one recipient of, if any.
+    broadcast_id: uuid.UUID | None = None
 
     @field_validator("fallback", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ import typer
 import uvloop
 from rich.console import Console
 
+from cli.broadcasts import broadcast_app, topic_app
 from herald.contracts import Channel
 from herald.runtime import tune_gc
 from herald.settings import InsecureSettings, get_settings
@@ -50,6 +51,8 @@ temporal_app = typer.Typer(help="The Temporal cluster Herald runs on.", no_args_
 app.add_typer(temporal_app, name="temporal")
 tenant_app = typer.Typer(help="Tenants and their limits.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
+app.add_typer(broadcast_app, name="broadcast", no_args_is_help=True)
+app.add_typer(topic_app, name="topic", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 

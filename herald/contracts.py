@@ -293,6 +293,8 @@ class NotificationInput(BaseModel):
     # After ``sent``, how long to wait for a delivery receipt before the next fallback
     # channel is tried (None: do not wait).
     confirm_within_seconds: float | None = None
+    # Set when this notification is one recipient of a broadcast.
+    broadcast_id: uuid.UUID | None = None
 
     @property
     def workflow_id(self) -> str:

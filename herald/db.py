@@ -143,6 +143,21 @@ class Notification(Base):
         Index("ix_notifications_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_notifications_tenant_status", "tenant_id", "status", "created_at"),
         Index("ix_notifications_tenant_user", "tenant_id", "user_id", "created_at"),
+        # A broadcast's progress counts and its recipients' listing; partial, so a
+        # notification asked for on its own costs these indexes nothing.
+        Index(
+            "ix_notifications_broadcast_status",
+            "broadcast_id",
+            "status",
+            postgresql_where=text("broadcast_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_notifications_broadcast_created",
+            "broadcast_id",
+            "created_at",
+            "id",
+            postgresql_where=text("broadcast_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -182,6 +197,8 @@ class Notification(Base):
     receipt_status: Mapped[str | None] = mapped_column(String(16))
     receipt_error: Mapped[str | None] = mapped_column(Text)
     receipt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The broadcast this notification is one recipient of (None: asked for on its own).
+    broadcast_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
 
 
 class NotificationEvent(Base):
@@ -319,6 +336,67 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Topic(Base):
+    """A named audience of a tenant's users, for broadcasts."""
+
+    __tablename__ = "topics"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class TopicSubscriber(Base):
+    """One user subscribed to one topic. The primary key (tenant, topic, user id) is the
+    index a broadcast's keyset scan walks, page after page, in user id order."""
+
+    __tablename__ = "topic_subscribers"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "topic_key"], ["topics.tenant_id", "topics.key"], ondelete="CASCADE"
+        ),
+    )
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    topic_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Not a foreign key to users: a subscriber unknown when the broadcast reaches them
+    # is ``suppressed`` like any other notification to an unknown user.
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class Broadcast(Base):
+    """One message to an audience; each recipient gets an ordinary notification whose
+    ``broadcast_id`` points here, and the progress counts come from those."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (Index("ix_broadcasts_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(8))
+    template: Mapped[str] = mapped_column(String(128))
+    locale: Mapped[str | None] = mapped_column(String(35))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    fallback: Mapped[list[str] | None] = mapped_column(JSONB)
+    # {"topic": key} | {"user_ids": [...]} | {"all_users": true}
+    audience: Mapped[dict[str, Any]] = mapped_column()
+    send_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rate_per_second: Mapped[float] = mapped_column(Float)
+    # running → completed | cancelled, written by the broadcast workflow when it ends.
+    status: Mapped[str] = mapped_column(String(16))
+    # The audience's size when created; the number reached once completed.
+    total: Mapped[int] = mapped_column(Integer)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # A pooled connection idle for longer than this is checked before it is used again.

@@ -39,6 +39,10 @@ ATTEMPTS = SearchAttributeKey.for_int("HeraldAttempts")
 # When the current status began: how ``herald stuck`` tells "sending for too long".
 STATUS_SINCE = SearchAttributeKey.for_datetime("HeraldStatusSince")
 
+# How many recipients a broadcast workflow has started so far (its status, channel,
+# template and tenant use the keys above).
+BROADCAST_STARTED = SearchAttributeKey.for_int("HeraldBroadcastStarted")
+
 KEYS: tuple[SearchAttributeKey[Any], ...] = (
     STATUS,
     CHANNEL,
@@ -47,6 +51,7 @@ KEYS: tuple[SearchAttributeKey[Any], ...] = (
     RECIPIENT,
     ATTEMPTS,
     STATUS_SINCE,
+    BROADCAST_STARTED,
 )
 
 _CLI_TYPE_NAMES = {

@@ -207,6 +207,18 @@ class Settings(BaseSettings):
     webhook_retry_maximum_seconds: float = Field(default=3600.0, gt=0)
     webhook_retry_hours: float = Field(default=24.0, gt=0)
 
+    # --- Batch submission, topics and broadcasts ---
+    # Body limit of the bulk routes (batch, topic subscribers, broadcasts); every other
+    # route keeps ``max_request_bytes``.
+    max_bulk_request_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Workflow starts one batch request (or one broadcast page) has in flight at once.
+    batch_start_concurrency: int = Field(default=32, ge=1, le=1000)
+    # Recipients a broadcast starts per second unless its request says otherwise: what
+    # keeps a broadcast from starving the single notifications of every tenant.
+    broadcast_rate_per_second: float = Field(default=20.0, gt=0)
+    # Most recipients one page of a broadcast's fan-out reads and starts.
+    broadcast_page_size: int = Field(default=200, ge=1, le=1000)
+
 
 @lru_cache
 def get_settings() -> Settings:

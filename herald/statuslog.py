@@ -7,6 +7,7 @@ and by the API (``accepted``, right after the workflow start).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, text
@@ -105,10 +106,10 @@ _RECORD_ACCEPTED = text(
         INSERT INTO notifications
             (id, tenant_id, channel, user_id, template, template_version, locale, data,
              send_at, status, cycle, attempts, idempotency_key, request_hash, fallback,
-             created_at, updated_at, test, confirm_within_seconds)
+             created_at, updated_at, test, confirm_within_seconds, broadcast_id)
         VALUES (:nid, :tenant_id, :channel, :user_id, :template, :pinned_version, :locale,
                 :data, :send_at, :status, :cycle, 0, :idempotency_key, :request_hash,
-                :fallback, :at, :at, :test, :confirm_within_seconds)
+                :fallback, :at, :at, :test, :confirm_within_seconds, :broadcast_id)
         ON CONFLICT DO NOTHING
     ), {_APPEND_EVENT},
     {_ENQUEUE_WEBHOOKS.format(new_events="ev", owner_join="", tenant="CAST(:tenant_id AS uuid)")}
@@ -191,6 +192,7 @@ async def write_accepted(conn: AsyncConnection, request: NotificationInput) -> N
         "fallback": [channel.value for channel in request.fallback] or None,
         "test": request.test,
         "confirm_within_seconds": request.confirm_within_seconds,
+        "broadcast_id": request.broadcast_id,
     }
     await conn.execute(_RECORD_ACCEPTED, _event_params(accepted) | row)
 
@@ -456,3 +458,84 @@ async def record_message_receipt(
     if row is None or row.l_nid is None:
         return None
     return row.l_nid, row.l_cycle
+
+
+# The rows and ``accepted`` events of many new notifications (first cycles), in one
+# statement: the bulk form of ``_RECORD_ACCEPTED``. A new row needs no status move, and a
+# row its workflow wrote first already has its ``accepted`` event, so both inserts simply
+# leave what is there.
+_RECORD_ACCEPTED_MANY = text(
+    """
+    WITH given AS (
+        SELECT * FROM jsonb_to_recordset(:rows) AS r(
+            nid uuid, tenant_id uuid, channel text, user_id text, template text,
+            pinned_version int, locale text, data jsonb, send_at timestamptz,
+            idempotency_key text, request_hash text, fallback jsonb, at timestamptz,
+            broadcast_id uuid, key text, test boolean, confirm_within_seconds float8)
+    ), fresh AS (
+        INSERT INTO notifications
+            (id, tenant_id, channel, user_id, template, template_version, locale, data,
+             send_at, status, cycle, attempts, idempotency_key, request_hash, fallback,
+             created_at, updated_at, broadcast_id, test, confirm_within_seconds)
+        SELECT nid, tenant_id, channel, user_id, template, pinned_version, locale,
+               COALESCE(data, '{}'::jsonb), send_at, 'accepted', 1, 0, idempotency_key,
+               request_hash, fallback, at, at, broadcast_id, COALESCE(test, false),
+               confirm_within_seconds
+        FROM given
+        ON CONFLICT DO NOTHING
+    ), ev AS (
+        INSERT INTO notification_events
+            (notification_id, event_key, status, cycle, attempt, at)
+        SELECT nid, key, 'accepted', 1, 0, at FROM given
+        ON CONFLICT (notification_id, event_key) DO NOTHING
+        RETURNING id, status, notification_id
+    ), """
+    + _ENQUEUE_WEBHOOKS.format(
+        new_events="ev",
+        owner_join="JOIN given owner ON owner.nid = new_event.notification_id",
+        tenant="owner.tenant_id",
+    )
+    + " SELECT count(*) FROM ev"
+).bindparams(bindparam("rows", type_=JSONB))
+
+
+def _accepted_row(request: NotificationInput) -> dict[str, Any]:
+    """One notification of ``record_accepted_many`` as JSON for ``jsonb_to_recordset``."""
+    accepted = StatusEvent(
+        notification_id=request.notification_id, status=Status.accepted, at=request.created_at
+    )
+    return {
+        "nid": str(request.notification_id),
+        "tenant_id": str(request.tenant_id),
+        "channel": request.channel.value,
+        "user_id": request.user_id,
+        "template": request.template,
+        "pinned_version": request.template_version,
+        "locale": request.locale,
+        "data": request.data,
+        "send_at": request.send_at.isoformat() if request.send_at else None,
+        "idempotency_key": request.idempotency_key,
+        "request_hash": request.request_hash,
+        "fallback": [channel.value for channel in request.fallback] or None,
+        "at": request.created_at.isoformat(),
+        "broadcast_id": str(request.broadcast_id) if request.broadcast_id else None,
+        "key": accepted.key,
+        "test": request.test,
+        "confirm_within_seconds": request.confirm_within_seconds,
+    }
+
+
+async def record_accepted_many(engine: AsyncEngine, requests: Sequence[NotificationInput]) -> None:
+    """``record_accepted`` for many new notifications at once: one statement, one round trip.
+
+    Only for first cycles (a resend goes through ``record_accepted``).
+    """
+    if not requests:
+        return
+    if any(request.cycle != 1 for request in requests):
+        raise ValueError("record_accepted_many records first cycles only")
+    async with single_statements(engine) as conn:
+        await conn.execute(
+            _RECORD_ACCEPTED_MANY,
+            {"rows": [_accepted_row(r) for r in requests], "annotation": False},
+        )

@@ -3,15 +3,18 @@ the RabbitMQ bridge, so both paths dedupe, validate and start in exactly the sam
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from cachetools import LRUCache
-from sqlalchemy import RowMapping, select
+from sqlalchemy import RowMapping, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -83,6 +86,7 @@ def build_input(
     request_id: str | None = None,
     cycle: int = 1,
     test: bool = False,
+    broadcast_id: uuid.UUID | None = None,
 ) -> NotificationInput:
     """The workflow input for a new notification (or, with ``cycle``, a later send cycle);
     ``test`` for one made with a test key."""
@@ -108,6 +112,7 @@ def build_input(
         digest=request.digest,
         test=test,
         confirm_within_seconds=request.confirm_within_seconds,
+        broadcast_id=broadcast_id,
     )
 
 
@@ -132,29 +137,40 @@ async def missing_templates(
     engine: AsyncEngine, tenant_id: uuid.UUID, request: NotificationRequest
 ) -> list[Channel]:
     """The request's channels (fallbacks included) the template has no version for."""
-    unknown = [
-        channel.value
+    return (await missing_templates_many(engine, tenant_id, [request]))[0]
+
+
+async def missing_templates_many(
+    engine: AsyncEngine, tenant_id: uuid.UUID, requests: Sequence[NotificationRequest]
+) -> list[list[Channel]]:
+    """``missing_templates`` of every request, with one query for all those not yet seen."""
+    unknown = {
+        (request.template, channel.value)
+        for request in requests
         for channel in request.channels
         # ``get`` (not ``in``) so a template in use stays recently used.
         if not _known_templates.get((tenant_id, request.template, channel.value), False)
-    ]
-    if not unknown:
-        return []
-    async with engine.connect() as conn:
-        found = await conn.execute(
-            select(Template.channel)
-            .where(
-                Template.tenant_id == tenant_id,
-                Template.key == request.template,
-                Template.channel.in_(unknown),
+    }
+    if unknown:
+        async with engine.connect() as conn:
+            found = await conn.execute(
+                select(Template.key, Template.channel)
+                .where(
+                    Template.tenant_id == tenant_id,
+                    tuple_(Template.key, Template.channel).in_(sorted(unknown)),
+                )
+                .distinct()
             )
-            .distinct()
-        )
-        have = {row.channel for row in found}
-    for channel in have:
-        _known_templates[tenant_id, request.template, channel] = True
-    absent = set(unknown) - have
-    return [channel for channel in request.channels if channel.value in absent]
+            for row in found:
+                _known_templates[tenant_id, row.key, row.channel] = True
+    return [
+        [
+            channel
+            for channel in request.channels
+            if not _known_templates.get((tenant_id, request.template, channel.value), False)
+        ]
+        for request in requests
+    ]
 
 
 async def template_exists(
@@ -244,3 +260,92 @@ async def accept(
             exc_info=True,
         )
     return True
+
+
+async def find_notifications(
+    engine: AsyncEngine, tenant_id: uuid.UUID, notification_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, RowMapping]:
+    """The rows of those of ``notification_ids`` the tenant has, by id (one query)."""
+    if not notification_ids:
+        return {}
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            select(Notification.__table__).where(
+                Notification.tenant_id == tenant_id, Notification.id.in_(notification_ids)
+            )
+        )
+        return {row["id"]: row for row in found.mappings()}
+
+
+# What ``start_many`` and ``accept_many`` answer per notification: True started now, False
+# started before (the same id), or the error that kept it from starting.
+StartOutcome = bool | Exception
+
+
+async def start_many(
+    client: Client,
+    settings: Settings,
+    notifications: Sequence[NotificationInput],
+    *,
+    concurrency: int,
+    slot: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+    per_second: float | None = None,
+) -> list[StartOutcome]:
+    """``start_notification`` for each, at most ``concurrency`` at a time, in order.
+
+    ``slot`` is held around each start (the API's admission control); an error from it
+    or from the start is that notification's outcome, and the others go on. With
+    ``per_second``, the i-th start waits until i / per_second seconds from now: a steady
+    stream instead of a burst.
+    """
+    bound = asyncio.Semaphore(concurrency)
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+
+    async def start(index: int, notification: NotificationInput) -> StartOutcome:
+        if per_second:
+            await asyncio.sleep(max(0.0, begun + index / per_second - loop.time()))
+        async with bound:
+            try:
+                if slot is None:
+                    return await start_notification(client, settings, notification)
+                async with slot():
+                    return await start_notification(client, settings, notification)
+            except Exception as err:
+                return err
+
+    return list(await asyncio.gather(*(start(i, n) for i, n in enumerate(notifications))))
+
+
+async def accept_many(
+    client: Client,
+    engine: AsyncEngine,
+    settings: Settings,
+    notifications: Sequence[NotificationInput],
+    *,
+    concurrency: int,
+    slot: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
+    per_second: float | None = None,
+) -> list[StartOutcome]:
+    """``accept`` for many first cycles: the starts concurrently (``start_many``, paced
+    with ``per_second``), then the ``accepted`` rows of those started now in one
+    statement. As in ``accept``, a failed write is only logged: each workflow writes its
+    own row as its first step."""
+    outcomes = await start_many(
+        client,
+        settings,
+        notifications,
+        concurrency=concurrency,
+        slot=slot,
+        per_second=per_second,
+    )
+    started = [n for n, outcome in zip(notifications, outcomes, strict=True) if outcome is True]
+    try:
+        await statuslog.record_accepted_many(engine, started)
+    except Exception:
+        log.warning(
+            "accepted notifications not yet recorded; their workflows will record them",
+            extra={"count": len(started)},
+            exc_info=True,
+        )
+    return outcomes

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from activities.broadcasts import BroadcastActivities
 from activities.digests import DigestActivities
 from activities.failures import FailureActivities
 from activities.prepare import PrepareActivities
@@ -44,6 +45,7 @@ from herald.gcra import Gcra
 from herald.metrics import start_process_metrics
 from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
+from workflows.broadcast import BroadcastWorkflow
 from workflows.digest import DigestWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.notification_v1 import NotificationWorkflowV1
@@ -79,11 +81,12 @@ def core_worker(
         TemplateActivities(engine).render_template,
         FailureActivities(publisher).publish_failed,
         *DigestActivities(engine, client, settings).registered(),
+        *BroadcastActivities(engine, client, settings).activities,
     ]
     return Worker(
         client,
         task_queue=core_task_queue(settings),
-        workflows=[NotificationWorkflowV1, DigestWorkflow],
+        workflows=[NotificationWorkflowV1, DigestWorkflow, BroadcastWorkflow],
         # Workflows run outside Temporal's sandbox: it costs about a third of this worker's
         # CPU per notification. The sandbox's check for non-deterministic calls runs in
         # the tests instead, which replay every history they produce inside it

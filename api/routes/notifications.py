@@ -112,8 +112,9 @@ async def list_notifications(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     template: Annotated[str | None, Query(max_length=128)] = None,
+    broadcast_id: uuid.UUID | None = None,
 ) -> NotificationPage:
-    """Newest first, filtered by status, channel, user and template."""
+    """Newest first, filtered by status, channel, user, template and broadcast."""
     return await notifications.list_notifications(
         engine,
         tenant,
@@ -123,6 +124,7 @@ async def list_notifications(
         limit=limit,
         cursor=cursor,
         template=template,
+        broadcast_id=broadcast_id,
     )
 
 

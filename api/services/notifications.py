@@ -217,11 +217,14 @@ async def list_notifications(
     limit: int,
     cursor: str | None,
     template: str | None = None,
+    broadcast_id: uuid.UUID | None = None,
 ) -> NotificationPage:
     """Newest first, filtered, one page at a time."""
     query = digests.notifications_select().where(Notification.tenant_id == tenant.id)
     if template is not None:
         query = query.where(Notification.template == template)
+    if broadcast_id is not None:
+        query = query.where(Notification.broadcast_id == broadcast_id)
     if status is not None:
         query = query.where(Notification.status == status.value)
     if channel is not None:

@@ -40,6 +40,7 @@ def test_the_dev_server_registers_exactly_the_typed_keys() -> None:
         "HeraldRecipient": "Keyword",
         "HeraldAttempts": "Int",
         "HeraldStatusSince": "Datetime",
+        "HeraldBroadcastStarted": "Int",
     }
     command = TemporalDevServer(Path("/tmp/unused.db")).command()
     flags = {command[i + 1] for i, arg in enumerate(command) if arg == "--search-attribute"}
