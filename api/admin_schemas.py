@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas import MAX_TEMPLATE_CHARS, DeviceOut, UserOut
-from herald.contracts import Channel, Locale, has_nul
+from herald.contracts import Channel, Locale, storable
 
 
 class TemplateVersionSummary(BaseModel):
@@ -59,9 +59,7 @@ class PreviewIn(BaseModel):
     @field_validator("subject", "body")
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
-        if value is not None and has_nul(value):
-            raise ValueError("may not contain the NUL character (\\u0000)")
-        return value
+        return storable(value)
 
 
 class PreviewOut(BaseModel):

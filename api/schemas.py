@@ -27,7 +27,7 @@ from herald.contracts import (
     Status,
     TemplateKey,
     UserId,
-    has_nul,
+    storable,
 )
 
 MAX_TEMPLATE_CHARS = 32_768
@@ -145,9 +145,7 @@ class TemplateIn(BaseModel):
     @field_validator("subject", "body")
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
-        if value is not None and has_nul(value):
-            raise ValueError("may not contain the NUL character (\\u0000)")
-        return value
+        return storable(value)
 
 
 class TemplateOut(BaseModel):

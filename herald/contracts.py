@@ -130,6 +130,13 @@ def has_nul(value: Any) -> bool:
     return False
 
 
+def storable(value: str | None) -> str | None:
+    """``value`` unchanged, or a validation error if PostgreSQL could not store it."""
+    if value is not None and has_nul(value):
+        raise ValueError("may not contain the NUL character (\\u0000)")
+    return value
+
+
 class NotificationBody(BaseModel):
     """What a client sends to ask for a notification (channel fixed by the route or given)."""
 

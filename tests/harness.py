@@ -268,3 +268,18 @@ def worker_log_events(log_path: Path, message_part: str) -> list[dict[str, Any]]
             if message_part in str(entry.get("message", "")):
                 found.append(entry)
     return found
+
+
+# Debian's Chromium, driven by Playwright for the browser tests (Playwright never
+# downloads a browser here), and the flags it runs with headless in CI.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

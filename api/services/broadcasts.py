@@ -6,7 +6,6 @@ The REST routes, ``herald broadcast`` and the console use these functions.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -28,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, not_found, unprocessable
 from api.schemas_many import BroadcastIn, BroadcastOut, BroadcastPage
+from api.services.paging import decode_cursor, encode_cursor
 from herald import broadcasts, search, submission
 from herald.broadcasts import (
     BroadcastCancel,
@@ -271,19 +271,6 @@ async def get_broadcast(
     return await _with_counts(engine, await _row(engine, tenant.id, broadcast_id))
 
 
-def _encode_cursor(item: BroadcastOut) -> str:
-    raw = json.dumps([item.created_at.isoformat(), str(item.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, broadcast_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(broadcast_id)
-    except (ValueError, TypeError) as err:
-        raise unprocessable("cursor", "cursor is not one this API returned", where="query") from err
-
-
 async def list_broadcasts(
     engine: AsyncEngine,
     tenant: TenantContext,
@@ -298,14 +285,16 @@ async def list_broadcasts(
         query = query.where(Broadcast.status == status.value)
     if cursor is not None:
         query = query.where(
-            tuple_(Broadcast.created_at, Broadcast.id) < tuple_(*_decode_cursor(cursor))
+            tuple_(Broadcast.created_at, Broadcast.id) < tuple_(*decode_cursor(cursor))
         )
     query = query.order_by(Broadcast.created_at.desc(), Broadcast.id.desc()).limit(limit + 1)
     async with engine.connect() as conn:
         rows = list((await conn.execute(query)).mappings())
     items = [await _with_counts(engine, row) for row in rows[:limit]]
     more = len(rows) > limit
-    return BroadcastPage(items=items, next_cursor=_encode_cursor(items[-1]) if more else None)
+    return BroadcastPage(
+        items=items, next_cursor=encode_cursor(items[-1].created_at, items[-1].id) if more else None
+    )
 
 
 async def cancel_broadcast(

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from urllib.parse import quote
 
 from sqlalchemy import RowMapping, select, tuple_
@@ -19,6 +16,7 @@ from api.backends import Backends
 from api.context import request_id_var
 from api.errors import ApiError, not_found, unprocessable
 from api.schemas import EventOut, NotificationOut, NotificationPage
+from api.services.paging import decode_cursor, encode_cursor
 from herald import digests, submission
 from herald.contracts import (
     CancelRequest,
@@ -194,19 +192,6 @@ async def list_events(
         return [EventOut.model_validate(dict(row)) for row in rows]
 
 
-def _encode_cursor(row: NotificationOut) -> str:
-    raw = json.dumps([row.created_at.isoformat(), str(row.id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, notification_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return datetime.fromisoformat(created_at), uuid.UUID(notification_id)
-    except (ValueError, TypeError) as err:
-        raise unprocessable("cursor", "cursor is not one this API returned", where="query") from err
-
-
 async def list_notifications(
     engine: AsyncEngine,
     tenant: TenantContext,
@@ -232,7 +217,7 @@ async def list_notifications(
     if user_id is not None:
         query = query.where(Notification.user_id == user_id)
     if cursor is not None:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor)
         query = query.where(
             tuple_(Notification.created_at, Notification.id) < tuple_(created_at, last_id)
         )
@@ -241,7 +226,9 @@ async def list_notifications(
         rows = [_out(row) for row in (await conn.execute(query)).mappings()]
     more = len(rows) > limit
     rows = rows[:limit]
-    return NotificationPage(items=rows, next_cursor=_encode_cursor(rows[-1]) if more else None)
+    return NotificationPage(
+        items=rows, next_cursor=encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+    )
 
 
 async def cancel(

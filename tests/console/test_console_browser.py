@@ -22,19 +22,16 @@ from herald.db import make_engine
 from herald.ports import free_port
 from herald.settings import Settings
 from herald.tenants import create_api_key
-from tests.harness import Stack, Tenant, events, new_run_id, wait_for_status
+from tests.harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Stack,
+    Tenant,
+    events,
+    new_run_id,
+    wait_for_status,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 WAIT_MS = 30_000

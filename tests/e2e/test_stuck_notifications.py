@@ -23,19 +23,8 @@ from herald.contracts import workflow_id_for
 from herald.ports import free_port
 from herald.settings import Settings
 from herald.temporal import connect
-from tests.harness import Stack, Tenant, wait_for_status
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, Stack, Tenant, wait_for_status
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LAST_ERROR = "HTTP 503: sink answered 503"
 UI_FILTER = 'HeraldStatus="retrying"'
 
