@@ -207,6 +207,11 @@ class Settings(BaseSettings):
     webhook_retry_maximum_seconds: float = Field(default=3600.0, gt=0)
     webhook_retry_hours: float = Field(default=24.0, gt=0)
 
+    # --- Alerting ---
+    # How often the bridge samples its ingest queues' depth and the API how many
+    # notifications are retrying (the gauges deploy/prometheus/alerts.yml alerts on).
+    backlog_sample_seconds: float = Field(default=15.0, gt=0)
+
 
 @lru_cache
 def get_settings() -> Settings:
