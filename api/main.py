@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +28,7 @@ from api.routes import (
 )
 from api.routes import receipts as receipt_routes
 from api.routes import webhooks as webhook_routes
+from herald import backlog
 from herald.db import make_engine
 from herald.logs import configure_logging
 from herald.runtime import tune_gc
@@ -56,7 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         revocations = RevocationListener(settings.database_url, app.state.api_keys)
         revocations.start()
         app.state.revocations = revocations
+        # The retrying gauges the alerts read (herald/backlog.py).
+        retrying = asyncio.create_task(
+            backlog.sample_forever(engine, settings.backlog_sample_seconds)
+        )
         yield
+        retrying.cancel()
         await revocations.stop()
         await app.state.rate_limiter.close()
         await engine.dispose()

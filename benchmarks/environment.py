@@ -33,6 +33,7 @@ COMMANDS = {
     "sms": ("worker", "--queue", "sms"),
     "push": ("worker", "--queue", "push"),
     "bridge": ("bridge",),
+    "webhooks": ("webhooks",),
 }
 
 

@@ -12,12 +12,19 @@ ratio is the number to watch. In each round the baseline is measured twice, righ
 Herald (started in one burst and drained, as Herald's notifications are) and right after
 it (a closed loop with at most ``--concurrency`` workflows open); the ratio is to the
 faster. The local-activity baseline is measured the same way.
+
+``--webhook`` also runs ``herald webhooks`` and measures Herald a second time in each
+round with one webhook endpoint (a local receiver answering 200) subscribed to every
+event: ``webhook_ratio`` is that rate over the rate without, from the same round, and
+``webhook_drain_seconds`` how long from the first submission until the receiver had the
+last event.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -29,6 +36,7 @@ from typing import Any
 from benchmarks.bare import BareLocalWorkflow, BareWorkflow
 from benchmarks.environment import BenchHerald, CpuMeter, local_herald, pid_of
 from benchmarks.load import LoadGenerator, closed_loop
+from benchmarks.webhook import WebhookReceiver, drained, subscribe, unsubscribe
 from devtools.devserver import TemporalDevServer
 from devtools.histories import shape
 from devtools.processes import ManagedProcess
@@ -146,17 +154,43 @@ async def herald_rate(
         return await load.rate(count, pids, cpu_ms)
 
 
+async def webhook_rate(
+    bench: BenchHerald, load: LoadGenerator, receiver: WebhookReceiver, count: int
+) -> dict[str, Any]:
+    """One measured run like ``herald_rate``'s with ``receiver`` subscribed to every event
+    of the benchmark tenant, then until the dispatcher owes it nothing."""
+    endpoint = await subscribe(load.api_url, load.api_key, receiver.url)
+    received = receiver.received
+    cpu_ms: dict[str, float] = {}
+    started = time.perf_counter()
+    run = await load.rate(count, bench.pids(), cpu_ms)
+    await drained(bench.settings)
+    drain = receiver.last_at - started
+    await unsubscribe(load.api_url, load.api_key, endpoint)
+    return {
+        "per_second": run["per_second"],
+        "events": receiver.received - received,
+        "drain_seconds": round(drain, 2),
+        "cpu_ms": {f"with_webhook.{name}": ms for name, ms in cpu_ms.items()},
+    }
+
+
 async def main() -> None:
     """Run the measurements round by round and print them."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--webhook", action="store_true", help="also measure with one webhook endpoint"
+    )
     args = parser.parse_args()
 
     rounds: list[dict[str, Any]] = []
-    async with local_herald("bench") as bench:
-        await bench.start("api", "core", "email")
+    overrides = {"webhooks_allow_private": True} if args.webhook else {}
+    async with local_herald("bench", **overrides) as bench, contextlib.AsyncExitStack() as stack:
+        await bench.start("api", "core", "email", *(["webhooks"] if args.webhook else []))
+        receiver = await stack.enter_async_context(WebhookReceiver()) if args.webhook else None
         async with LoadGenerator(bench.settings, bench.sinks, args.concurrency) as load:
             for _ in range(args.rounds):
                 # Each round measures the baselines right before and right after Herald,
@@ -166,14 +200,29 @@ async def main() -> None:
 
                 await baselines(bench, args.count, args.concurrency, cpu_ms, runs, burst=True)
                 herald = await load.rate(args.count, bench.pids(), cpu_ms)
+                hooked = None
+                if receiver is not None:
+                    hooked = await webhook_rate(bench, load, receiver, args.count)
+                    cpu_ms.update(hooked.pop("cpu_ms"))
                 await baselines(bench, args.count, args.concurrency, cpu_ms, runs, burst=False)
                 # Each baseline is the faster of its two runs: started in one burst and
                 # drained (as Herald's notifications are), or in a closed loop with at most
                 # ``concurrency`` open (no backlog on the server).
                 bare = max(runs["BareWorkflow.burst"], runs["BareWorkflow.closed"])
                 local = max(runs["BareLocalWorkflow.burst"], runs["BareLocalWorkflow.closed"])
-                rounds.append(
+                webhook = (
                     {
+                        "herald_webhook_per_minute": round(hooked["per_second"] * 60),
+                        "webhook_ratio": round(hooked["per_second"] / herald["per_second"], 3),
+                        "webhook_events": hooked["events"],
+                        "webhook_drain_seconds": hooked["drain_seconds"],
+                    }
+                    if hooked
+                    else {}
+                )
+                rounds.append(
+                    webhook
+                    | {
                         "herald_per_minute": round(herald["per_second"] * 60),
                         "herald_accept_per_minute": round(herald["accept_per_second"] * 60),
                         "bare_workflows_per_minute": round(bare * 60),
@@ -193,6 +242,7 @@ async def main() -> None:
             "bare_local_workflows_per_minute",
             "ratio_to_bare",
             "ratio_to_bare_local",
+            *(["herald_webhook_per_minute", "webhook_ratio"] if args.webhook else []),
         )
     }
     print(

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 
 from bridge.consumer import Bridge
+from bridge.depth import sample_queue_depths
 from bridge.ingest import Ingest
 from herald import amqp
 from herald.db import make_engine
@@ -59,7 +60,9 @@ async def run_bridge(settings: Settings, stop: asyncio.Event | None = None) -> N
     try:
         if await bridge.start(stop):
             log.info("bridge started", extra={"prefetch": settings.bridge_prefetch})
+            depths = asyncio.create_task(sample_queue_depths(settings))
             await stop.wait()
+            depths.cancel()
             await bridge.stop()
     finally:
         await dead_letters.close()

@@ -17,7 +17,14 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from herald.ports import free_port
@@ -55,6 +62,14 @@ QUEUE_START_LATENCY = Histogram(
     "Time from taking a message to Temporal accepting its workflow start",
     ["queue"],
 )
+# Sampled every HERALD_BACKLOG_SAMPLE_SECONDS by the bridge (bridge/depth.py): the same
+# value in every bridge replica, so alert on the max per queue, not the sum.
+QUEUE_DEPTH = Gauge(
+    "herald_queue_depth",
+    "Messages ready (not yet taken by a bridge) in an ingest queue",
+    ["queue"],
+)
+
 
 _SCRAPE_TIMEOUT = 5.0
 

@@ -219,6 +219,11 @@ class Settings(BaseSettings):
     # Most recipients one page of a broadcast's fan-out reads and starts.
     broadcast_page_size: int = Field(default=200, ge=1, le=1000)
 
+    # --- Alerting ---
+    # How often the bridge samples its ingest queues' depth and the API how many
+    # notifications are retrying (the gauges deploy/prometheus/alerts.yml alerts on).
+    backlog_sample_seconds: float = Field(default=15.0, gt=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -78,6 +78,8 @@ def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides:
         "webhook_poll_seconds": 0.2,
         "webhook_retry_initial_seconds": 0.5,
         "webhook_retry_maximum_seconds": 4.0,
+        # The alerts' sampled gauges (queue depth, retrying notifications), every second.
+        "backlog_sample_seconds": 1.0,
     }
     values.update(overrides)
     # Links in messages (one-click unsubscribe) point at this run's API.
