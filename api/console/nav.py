@@ -21,4 +21,7 @@ NAV: tuple[Section, ...] = (
     Section("Users", "/users"),
     Section("API keys", "/keys"),
     Section("Health", "/health"),
+    Section("Webhooks", "/webhooks"),
+    Section("Topics", "/topics"),
+    Section("Broadcasts", "/broadcasts"),
 )

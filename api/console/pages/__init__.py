@@ -5,7 +5,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.console.pages import health, keys, notifications, signin, templates, users
+from api.console.pages import (
+    broadcasts,
+    health,
+    keys,
+    notifications,
+    signin,
+    templates,
+    topics,
+    users,
+    webhooks,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     signin.router,
@@ -14,4 +24,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     users.router,
     keys.router,
     health.router,
+    webhooks.router,
+    topics.router,
+    broadcasts.router,
 )

@@ -22,6 +22,15 @@ router = APIRouter(prefix="/notifications")
 PAGE_SIZE = 50
 
 
+def _uuid_or_empty(value: str) -> str:
+    """A broadcast id as the filter keeps it: its canonical form, or empty (any) when it
+    is not an id at all, as an unknown status is."""
+    try:
+        return str(uuid.UUID(value.strip())) if value.strip() else ""
+    except ValueError:
+        return ""
+
+
 class Filters:
     """The list's filters, as query parameters (empty means any)."""
 
@@ -32,12 +41,14 @@ class Filters:
         user_id: Annotated[str, Query(max_length=128)] = "",
         template: Annotated[str, Query(max_length=128)] = "",
         cursor: Annotated[str, Query(max_length=512)] = "",
+        broadcast_id: Annotated[str, Query(max_length=64)] = "",
     ) -> None:
         self.status = status if status in Status.__members__ else ""
         self.channel = channel if channel in Channel.__members__ else ""
         self.user_id = user_id.strip()
         self.template = template.strip()
         self.cursor = cursor
+        self.broadcast_id = _uuid_or_empty(broadcast_id)
 
     def query(self, **changes: str) -> str:
         """These filters as a query string, with ``changes`` applied, empty ones left out."""
@@ -47,6 +58,7 @@ class Filters:
             "user_id": self.user_id,
             "template": self.template,
             "cursor": self.cursor,
+            "broadcast_id": self.broadcast_id,
             **changes,
         }
         return urlencode({name: value for name, value in values.items() if value})
@@ -62,6 +74,7 @@ async def _page(console: Console, filters: Filters) -> NotificationPage:
         template=filters.template or None,
         limit=PAGE_SIZE,
         cursor=filters.cursor or None,
+        broadcast_id=uuid.UUID(filters.broadcast_id) if filters.broadcast_id else None,
     )
 
 

@@ -1,0 +1,106 @@
+"""Broadcasts: the list (newest first, with progress) and one broadcast's page, whose
+progress refreshes itself while it runs, with its cancel button."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api.console.rendering import render
+from api.console.session import Console, ConsoleDep
+from api.errors import ApiError, not_found
+from api.services import broadcasts
+from herald.broadcasts import BroadcastStatus
+
+router = APIRouter(prefix="/broadcasts")
+PAGE_SIZE = 50
+
+
+def _broadcast_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError as err:
+        raise not_found(f"broadcast {value}") from err
+
+
+def _backends(console: Console) -> broadcasts.BroadcastBackends:
+    backends = console.backends
+    return broadcasts.BroadcastBackends(backends.engine, backends.temporal, backends.settings)
+
+
+async def _live(console: Console, broadcast_id: uuid.UUID) -> dict[str, Any]:
+    found = await broadcasts.get_broadcast(console.backends.engine, console.tenant, broadcast_id)
+    # Running, or ended with recipients it started still on their way: keep refreshing.
+    settling = found.status is BroadcastStatus.running or found.in_flight > 0
+    return {"b": found, "settling": settling}
+
+
+@router.get("", response_class=HTMLResponse)
+async def list_page(
+    request: Request,
+    console: ConsoleDep,
+    status: Annotated[str, Query(max_length=16)] = "",
+    cursor: Annotated[str, Query(max_length=512)] = "",
+) -> Response:
+    """Every broadcast with its progress, optionally only those in one state."""
+    wanted = BroadcastStatus(status) if status in BroadcastStatus.__members__ else None
+    page = await broadcasts.list_broadcasts(
+        console.backends.engine,
+        console.tenant,
+        status=wanted,
+        limit=PAGE_SIZE,
+        cursor=cursor or None,
+    )
+    return render(
+        request,
+        "broadcasts/list.html",
+        console,
+        page=page,
+        status=wanted.value if wanted else "",
+        broadcast_statuses=[value.value for value in BroadcastStatus],
+    )
+
+
+@router.get("/{broadcast_id}", response_class=HTMLResponse)
+async def detail(
+    request: Request,
+    broadcast_id: str,
+    console: ConsoleDep,
+    done: Annotated[str, Query(max_length=32)] = "",
+) -> Response:
+    """One broadcast: audience, progress, outcomes, cancel."""
+    live = await _live(console, _broadcast_id(broadcast_id))
+    return render(request, "broadcasts/detail.html", console, done=done, **live)
+
+
+@router.get("/{broadcast_id}/live", response_class=HTMLResponse)
+async def live(request: Request, broadcast_id: str, console: ConsoleDep) -> Response:
+    """The refreshing part of the page; once everything it started has ended it comes
+    without its polling trigger, so the refresh stops."""
+    values = await _live(console, _broadcast_id(broadcast_id))
+    return render(request, "broadcasts/live.html", console, **values)
+
+
+@router.post("/{broadcast_id}/cancel")
+async def cancel(request: Request, broadcast_id: str, console: ConsoleDep) -> Response:
+    """What ``POST /v1/broadcasts/{id}/cancel`` does: start no more of its recipients."""
+    identifier = _broadcast_id(broadcast_id)
+    try:
+        await broadcasts.cancel_broadcast(_backends(console), console.tenant, identifier)
+    except ApiError as err:
+        if err.status_code != 409:
+            raise
+        live = await _live(console, identifier)
+        return render(
+            request,
+            "broadcasts/detail.html",
+            console,
+            status_code=409,
+            refused=err.message,
+            done="",
+            **live,
+        )
+    return RedirectResponse(f"/console/broadcasts/{identifier}?done=cancel", status_code=303)
