@@ -3,7 +3,10 @@ then the session cookie, then each page's token for its forms."""
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,3 +31,18 @@ async def sign_in(client: httpx.AsyncClient, api_key: str) -> str:
     page = await client.get("/console/keys")
     assert page.status_code == 200, page.text
     return csrf_of(page.text)
+
+
+AXE = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+async def critical_violations(page: Any) -> list[str]:
+    """axe-core's critical accessibility violations on a Playwright page (its context made
+    with ``bypass_csp``: the console's policy allows only its own scripts)."""
+    await page.add_script_tag(path=str(AXE))
+    result = json.loads(await page.evaluate("async () => JSON.stringify(await axe.run())"))
+    return [
+        f"{violation['id']}: {violation['help']}"
+        for violation in result["violations"]
+        if violation["impact"] == "critical"
+    ]

@@ -8,7 +8,6 @@ Screenshots of the notifications list, a timeline and the template editor are wr
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from herald.db import make_engine
 from herald.ports import free_port
 from herald.settings import Settings
 from herald.tenants import create_api_key
+from tests.console.support import critical_violations
 from tests.harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -32,7 +32,6 @@ from tests.harness import (
     wait_for_status,
 )
 
-AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 WAIT_MS = 30_000
 
@@ -348,21 +347,13 @@ async def test_axe_finds_no_critical_accessibility_violation_on_any_page(
         ]:
             await page.goto(path)
             await page.wait_for_load_state("networkidle")
-            await page.add_script_tag(path=str(AXE))
-            result = await page.evaluate("async () => JSON.stringify(await axe.run())")
-            critical = [
-                f"{violation['id']}: {violation['help']}"
-                for violation in json.loads(result)["violations"]
-                if violation["impact"] == "critical"
-            ]
+            critical = await critical_violations(page)
             if critical:
                 found[path] = critical
         assert not found, found
         await page.context.clear_cookies()
         await page.goto("/console/sign-in")
-        await page.add_script_tag(path=str(AXE))
-        result = json.loads(await page.evaluate("async () => JSON.stringify(await axe.run())"))
-        assert not [v for v in result["violations"] if v["impact"] == "critical"]
+        assert not await critical_violations(page)
     finally:
         await page.context.close()
 

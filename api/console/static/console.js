@@ -8,3 +8,12 @@ document.addEventListener("htmx:beforeRequest", function (event) {
     event.preventDefault();
   }
 });
+
+// A page answering a form that created something shown once (a key, a webhook secret):
+// make its history entry a plain GET, so a reload shows the list again instead of
+// posting the form a second time and creating a second one.
+document.addEventListener("DOMContentLoaded", function () {
+  if (document.querySelector("[data-new-key], [data-new-secret]")) {
+    history.replaceState(null, "", location.href);
+  }
+});
