@@ -27,6 +27,7 @@ from prometheus_client import (
 )
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from herald.contracts import Channel
 from herald.ports import free_port
 from herald.settings import Settings
 
@@ -49,6 +50,27 @@ PROVIDER_LATENCY = Histogram(
     ["channel", "provider"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+
+# Delivery receipts (herald/statuslog.py), in whichever process applies them (the API,
+# ``herald bounces``, and a send step whose ``sent`` meets a receipt that came first).
+# Only a receipt that changes the status counts, so a replayed callback never counts
+# twice. Every ``undelivered`` was counted ``sent`` by NOTIFICATIONS first: delivery
+# success is sent, less what moved to undelivered, plus what moved back out of it.
+RECEIPT_CHANGES = Counter(
+    "herald_receipt_changes_total",
+    "Notifications whose status a delivery receipt changed (from_status -> to_status)",
+    ["channel", "from_status", "to_status"],
+)
+# The changes a receipt can make, present from the start (at 0) so that rules reading
+# them have a series for every channel before the first receipt.
+RECEIPT_MOVES = (
+    ("sent", "delivered"),
+    ("sent", "undelivered"),
+    ("undelivered", "delivered"),
+)
+for _channel in Channel:
+    for _from, _to in RECEIPT_MOVES:
+        RECEIPT_CHANGES.labels(channel=_channel.value, from_status=_from, to_status=_to)
 
 # The RabbitMQ bridge: one count per message it took off a queue, by what it did with it.
 QUEUE_MESSAGES = Counter(

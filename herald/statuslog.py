@@ -23,6 +23,7 @@ from herald.contracts import (
     StatusEvent,
 )
 from herald.db import Notification, single_statements
+from herald.metrics import RECEIPT_CHANGES
 
 # Append the event once (its key makes a retried write a no-op) ...
 _APPEND_EVENT = """
@@ -87,9 +88,13 @@ _OWNER = {
     "owner_join": "JOIN notifications owner ON owner.id = new_event.notification_id",
     "tenant": "owner.tenant_id",
 }
+# What a status move returns: the status it wrote (``sent`` may become the status of a
+# receipt that came first) and the channel.
+_MOVED = " RETURNING status, channel"
 _RECORD_EVENT = text(
     f"WITH {_APPEND_EVENT}, {_ENQUEUE_WEBHOOKS.format(new_events='ev', **_OWNER)} "
     + _MOVE_STATUS.format(**_ROW_RECEIPT)
+    + _MOVED
 )
 # The same, saying whether the event is new (a step run again finds its own event).
 _RECORD_NEW_EVENT = text(
@@ -147,7 +152,10 @@ async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
     ):
         statement = _RECORD_SENT_FOR_RECEIPTS
     async with single_statements(engine) as conn:
-        await conn.execute(statement, _event_params(event))
+        moved = (await conn.execute(statement, _event_params(event))).first()
+    if moved is not None and event.status is Status.sent and moved.status != Status.sent.value:
+        # A receipt that came before ``sent`` decided the status as it was written.
+        count_receipt_change(moved.channel, Status.sent.value, moved.status)
 
 
 async def record_new_event(engine: AsyncEngine, event: StatusEvent) -> bool:
@@ -268,9 +276,26 @@ def _wins(cycle: str) -> str:
     )
 
 
-def _apply_receipt(nid: str, cycle: str, source: str = "") -> str:
-    """SQL: keep the receipt in the parameters on the row of ``nid`` if it is the
-    strongest of ``cycle`` so far, and move the status if the cycle was already sent."""
+def _locked_row(rows: str = "", on: str = "") -> str:
+    """SQL: the ``before`` CTE, the notification a receipt is for as it is before the
+    receipt, row-locked so that the update that follows sees the same version (its status
+    then is what the receipt moved the status from)."""
+    where = on or "n.id = CAST(:nid AS uuid) AND n.cycle = CAST(:cycle AS integer)"
+    return f"""
+    before AS (
+        SELECT n.id AS b_id, n.cycle AS b_cycle, n.status AS b_status, n.channel AS b_channel
+        FROM notifications n {rows}
+        WHERE {where}
+        FOR UPDATE OF n
+    )
+    """
+
+
+def _apply_receipt(source: str = "FROM before") -> str:
+    """SQL: keep the receipt in the parameters on the locked row (``before``) if it is the
+    strongest of its cycle so far, and move the status if the cycle was already sent.
+    Returns the status before and after, and the channel."""
+    cycle = "before.b_cycle"
     wins = _wins(cycle)
     moves = f"({_SENT_ALREADY} AND {wins})"
     return f"""
@@ -284,8 +309,9 @@ def _apply_receipt(nid: str, cycle: str, source: str = "") -> str:
                           WHEN {moves} THEN NULL ELSE last_error END,
         updated_at = CASE WHEN {moves} THEN GREATEST(updated_at, :r_at) ELSE updated_at END
     {source}
-    WHERE id = {nid} AND cycle = {cycle}
-    RETURNING id
+    WHERE id = before.b_id AND cycle = {cycle}
+    RETURNING id, before.b_status AS old_status, status AS new_status,
+              before.b_channel AS channel
     """
 
 
@@ -308,12 +334,15 @@ def _receipt_event(nid: str, cycle: str, rows: str) -> str:
 # A receipt for a notification named by its id (email bounce, the client's own report).
 _RECORD_RECEIPT = text(
     "WITH "
+    + _locked_row()
+    + ", "
     + _receipt_event("CAST(:nid AS uuid)", "CAST(:cycle AS integer)", "(SELECT 1) AS one")
     + ", "
     + _ENQUEUE_WEBHOOKS.format(new_events="ev", **_OWNER)
     + ", moved AS ("
-    + _apply_receipt("CAST(:nid AS uuid)", "CAST(:cycle AS integer)")
-    + ") SELECT (SELECT count(*) FROM ev) AS logged"
+    + _apply_receipt()
+    + ") SELECT (SELECT count(*) FROM ev) AS logged, old_status, new_status, channel"
+    " FROM (SELECT 1) AS one LEFT JOIN moved ON true"
 )
 
 # A report that changes nothing but the log (Twilio ``queued``, a delayed email).
@@ -344,14 +373,16 @@ _RECORD_MESSAGE_RECEIPT = text(
                                   ELSE pm.receipt_detail END,
             receipt_at = CASE WHEN {wins} THEN EXCLUDED.receipt_at ELSE pm.receipt_at END
         RETURNING notification_id AS l_nid, cycle AS l_cycle
-    ), {event}, {hooks}, moved AS ({apply})
-    SELECT l_nid, l_cycle FROM link
+    ), {before}, {event}, {hooks}, moved AS ({apply})
+    SELECT l_nid, l_cycle, old_status, new_status, channel
+    FROM link LEFT JOIN moved ON moved.id = link.l_nid
     """.format(
         wins="herald_receipt_outranks(EXCLUDED.receipt_status, EXCLUDED.receipt_at, "
         "pm.receipt_status, pm.receipt_at)",
         event=_receipt_event("link.l_nid", "link.l_cycle", "link WHERE link.l_nid IS NOT NULL"),
         hooks=_ENQUEUE_WEBHOOKS.format(new_events="ev", **_OWNER),
-        apply=_apply_receipt("link.l_nid", "link.l_cycle", "FROM link"),
+        before=_locked_row("JOIN link ON n.id = link.l_nid", "n.cycle = link.l_cycle"),
+        apply=_apply_receipt("FROM before"),
     )
 )
 
@@ -417,6 +448,7 @@ _RECORD_SENT_FOR_RECEIPTS = text(
     }
     {_MOVE_STATUS.format(**_LINK_RECEIPT)}
     """
+    + _MOVED
 )
 
 
@@ -433,6 +465,14 @@ def _receipt_params(receipt: Receipt) -> dict[str, Any]:
     }
 
 
+def count_receipt_change(channel: str | None, old: str | None, new: str | None) -> None:
+    """Count a receipt that moved a notification's status (``herald_receipt_changes_total``):
+    a report that was already applied, or that an earlier stronger one outranks, moves
+    nothing and is not counted, so replays never count twice."""
+    if channel is not None and old is not None and new is not None and old != new:
+        RECEIPT_CHANGES.labels(channel=channel, from_status=old, to_status=new).inc()
+
+
 async def record_receipt(
     engine: AsyncEngine, notification_id: uuid.UUID, cycle: int, receipt: Receipt
 ) -> bool:
@@ -441,8 +481,10 @@ async def record_receipt(
     statement = _RECORD_RECEIPT if receipt.status is not None else _RECORD_REPORT
     params = _receipt_params(receipt) | {"nid": notification_id, "cycle": cycle}
     async with single_statements(engine) as conn:
-        logged = (await conn.execute(statement, params)).scalar_one()
-    return bool(logged)
+        row = (await conn.execute(statement, params)).one()
+    if receipt.status is not None:
+        count_receipt_change(row.channel, row.old_status, row.new_status)
+    return bool(row.logged)
 
 
 async def record_message_receipt(
@@ -457,6 +499,8 @@ async def record_message_receipt(
         row = (await conn.execute(statement, params)).first()
     if row is None or row.l_nid is None:
         return None
+    if receipt.status is not None:
+        count_receipt_change(row.channel, row.old_status, row.new_status)
     return row.l_nid, row.l_cycle
 
 

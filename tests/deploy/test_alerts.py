@@ -7,6 +7,7 @@ test stack and of a bridge."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import time
@@ -24,7 +25,7 @@ from devtools.sinks import Rule, Sinks
 from herald.contracts import Channel
 from herald.ports import free_port
 from herald.settings import Settings
-from tests.deploy.dashboard import family
+from tests.deploy.dashboard import DASHBOARD, family
 from tests.deploy.promql import metric_names
 from tests.harness import Stack, Tenant, wait_for_status
 
@@ -69,7 +70,10 @@ def test_compose_prometheus_loads_the_rules() -> None:
 def test_the_rules_cover_what_an_operator_is_paged_for() -> None:
     by_name = {rule["alert"]: rule for rule in rules()}
     covered = {
-        "HeraldDeliverySuccessBelowTarget": {"herald_notifications_total"},
+        "HeraldDeliverySuccessBelowTarget": {
+            "herald_notifications_total",
+            "herald_receipt_changes_total",
+        },
         "HeraldCircuitBreakerOpen": {"herald_breaker_state"},
         "HeraldNotificationsRetryingTooLong": {"herald_notifications_retrying_oldest_seconds"},
         "HeraldIngestQueueGrowing": {"herald_queue_depth"},
@@ -89,6 +93,103 @@ def test_the_rules_cover_what_an_operator_is_paged_for() -> None:
     for rule in rules():
         assert rule["labels"]["severity"] in {"page", "warn", "ticket"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def _series(channel: str, name: str, per_minute: float, **labels: str) -> dict[str, str]:
+    """A promtool input series: a counter growing by ``per_minute`` for 40 minutes."""
+    selector = ",".join(f'{k}="{v}"' for k, v in {"channel": channel, **labels}.items())
+    return {"series": f"{name}{{{selector}}}", "values": f"0+{per_minute}x40"}
+
+
+def _sent(channel: str, sent: float, failed: float = 0.0) -> list[dict[str, str]]:
+    outcome = "herald_notifications_total"
+    return [
+        _series(channel, outcome, sent, provider="p", outcome="sent"),
+        _series(channel, outcome, failed, provider="p", outcome="failed"),
+    ]
+
+
+def _moved(channel: str, old: str, new: str, per_minute: float) -> dict[str, str]:
+    return _series(
+        channel, "herald_receipt_changes_total", per_minute, from_status=old, to_status=new
+    )
+
+
+@pytest.mark.fast
+def test_delivery_success_counts_undelivered_receipts_against_the_target(
+    tmp_path: Path,
+) -> None:
+    """The rule's own expression, evaluated by promtool on made-up counters: which
+    channels it pages for."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    expr = {rule["alert"]: rule["expr"] for rule in rules()}["HeraldDeliverySuccessBelowTarget"]
+    paging = f"count by (channel) ({expr})"
+    cases = [
+        {
+            # email: all sent, 1 % bounced afterwards → 99 %: pages.
+            # sms: all sent, 0.4 % undelivered → 99.6 %: does not.
+            # push: 1 % failed and no receipt series at all → 99 %: still pages.
+            "input_series": [
+                *_sent("email", 25),
+                _moved("email", "sent", "undelivered", 0.25),
+                *_sent("sms", 25),
+                _moved("sms", "sent", "undelivered", 0.1),
+                *_sent("push", 24.75, failed=0.25),
+            ],
+            "paging": ["email", "push"],
+        },
+        {
+            # email: 1 % undelivered, then every one of them delivered after all.
+            # sms: delivered receipts only. Neither pages.
+            "input_series": [
+                *_sent("email", 25),
+                _moved("email", "sent", "undelivered", 0.25),
+                _moved("email", "undelivered", "delivered", 0.25),
+                *_sent("sms", 25),
+                _moved("sms", "sent", "delivered", 25),
+            ],
+            "paging": [],
+        },
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": case["input_series"],
+            "promql_expr_test": [
+                {
+                    "expr": paging,
+                    "eval_time": "35m",
+                    "exp_samples": [
+                        {"labels": f'{{channel="{channel}"}}', "value": 1}
+                        for channel in case["paging"]
+                    ],
+                }
+            ],
+        }
+        for case in cases
+    ]
+    spec = tmp_path / "delivery_success_test.yml"
+    spec.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
+    checked = subprocess.run(
+        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.fast
+def test_the_dashboards_delivery_success_panel_shows_what_the_alert_pages_on() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    (panel,) = [
+        p
+        for p in dashboard["panels"]
+        if p["title"].startswith("Delivery success") and p.get("targets")
+    ]
+    expr = {rule["alert"]: rule["expr"] for rule in rules()}["HeraldDeliverySuccessBelowTarget"]
+    ratio, threshold = expr.rsplit("<", 1)
+    assert threshold.strip() == "0.995"
+    assert [" ".join(t["expr"].split()) for t in panel["targets"]] == [" ".join(ratio.split())]
 
 
 @pytest.mark.fast

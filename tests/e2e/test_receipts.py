@@ -13,6 +13,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.provider_reports import build_dsn, send_report, twilio_callback
 from devtools.sinks import Rule, Sinks
@@ -143,6 +144,43 @@ async def test_callbacks_replayed_and_out_of_order_end_delivered(
     )
 
 
+async def _receipt_changes(metrics_url: str, channel: str) -> dict[tuple[str, str], float]:
+    """A process's ``herald_receipt_changes_total`` for ``channel``, by (from, to)."""
+    async with httpx.AsyncClient() as client:
+        exposition = (await client.get(metrics_url)).text
+    return {
+        (sample.labels["from_status"], sample.labels["to_status"]): sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "herald_receipt_changes_total" and sample.labels["channel"] == channel
+    }
+
+
+def _grown(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> dict:
+    return {move: n - before.get(move, 0.0) for move, n in after.items() if n != before.get(move)}
+
+
+async def test_the_receipt_counter_counts_a_change_once_however_often_it_is_reported(
+    tenant: Tenant, sinks: Sinks, stack: Stack
+) -> None:
+    """What the delivery-success alert reads (``herald_receipt_changes_total``)."""
+    nid, sid = await _sms(tenant, sinks)
+    metrics = f"{stack.api_url}/metrics"
+    before = await _receipt_changes(metrics, "sms")
+
+    for status in ("undelivered:30003", "undelivered:30003", "queued", "failed:30005"):
+        assert (await _callback(stack, sid, status)).status_code == 204
+    undelivered = await _receipt_changes(metrics, "sms")
+    for _ in range(2):
+        assert (await _callback(stack, sid, "delivered")).status_code == 204
+
+    assert _grown(before, undelivered) == {("sent", "undelivered"): 1.0}
+    assert _grown(undelivered, await _receipt_changes(metrics, "sms")) == {
+        ("undelivered", "delivered"): 1.0
+    }
+    assert (await tenant.client.get(f"/v1/notifications/{nid}")).json()["status"] == "delivered"
+
+
 async def test_a_callback_for_an_unknown_message_is_accepted_and_changes_nothing(
     stack: Stack,
 ) -> None:
@@ -166,12 +204,17 @@ async def _email(tenant: Tenant, sinks: Sinks, rule: Rule | None = None) -> tupl
 
 
 async def test_an_email_the_recipients_server_bounces_ends_undelivered(
-    tenant: Tenant, sinks: Sinks, bounce_relay: tuple[str, int]
+    tenant: Tenant, sinks: Sinks, stack: Stack, bounce_relay: tuple[str, int]
 ) -> None:
+    bounces = f"http://127.0.0.1:{stack.metrics_ports['bounces']}/metrics"
+    counted = await _receipt_changes(bounces, "email")
     nid, address = await _email(tenant, sinks, Rule(match="", dsn="5.1.1"))
 
     body = await wait_for_status(tenant.client, nid, {"undelivered"})
 
+    assert _grown(counted, await _receipt_changes(bounces, "email")) == {
+        ("sent", "undelivered"): 1.0
+    }
     assert body["last_error"].startswith("5.1.1 ")
     assert "User unknown" in body["last_error"]
     # The bounce came back to the notification's own VERP address; From is unchanged.

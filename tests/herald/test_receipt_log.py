@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from herald import statuslog
 from herald.contracts import Channel, NotificationInput, Receipt, Status, StatusEvent
 from herald.db import Notification, NotificationEvent, make_engine
+from herald.metrics import RECEIPT_MOVES
 from herald.settings import Settings
 from herald.tenants import ensure_tenant
 
@@ -105,13 +107,29 @@ async def _event_keys(engine: AsyncEngine, notification_id: uuid.UUID) -> list[s
 Step = Callable[[], Coroutine[Any, Any, Any]]
 
 
+Moves = dict[tuple[str, str], float]
+
+
+def _receipt_changes() -> Moves:
+    """``herald_receipt_changes_total`` of SMS in this process, by (from, to)."""
+    return {
+        (old, new): REGISTRY.get_sample_value(
+            "herald_receipt_changes_total",
+            {"channel": "sms", "from_status": old, "to_status": new},
+        )
+        or 0.0
+        for old, new in RECEIPT_MOVES
+    }
+
+
 async def _run_in_order(
     engine: AsyncEngine, receipts: list[Receipt], *, by_message_id: bool
-) -> list[tuple[tuple[str, str | None], list[str]]]:
+) -> list[tuple[tuple[str, str | None], list[str], Moves]]:
     """Every order of ``sent`` and ``receipts`` on a fresh notification each: the final
-    state and event keys of each run."""
+    state, event keys and counted receipt changes of each run."""
     outcomes = []
     for order in itertools.permutations(range(len(receipts) + 1)):
+        counted = _receipt_changes()
         nid = await _notification(engine)
         message_id = f"SM{uuid.uuid4().hex}"
 
@@ -132,7 +150,8 @@ async def _run_in_order(
         for index in order:
             await every[index]()
         keys = [key.split(":", 1)[1] for key in await _event_keys(engine, nid)]
-        outcomes.append((await _state(engine, nid), keys))
+        moves = {move: n - counted[move] for move, n in _receipt_changes().items()}
+        outcomes.append((await _state(engine, nid), keys, moves))
     return outcomes
 
 
@@ -142,11 +161,11 @@ async def test_delivered_wins_whatever_the_order(engine: AsyncEngine, by_message
         engine, [DELIVERED, UNDELIVERED, DELIVERED], by_message_id=by_message_id
     )
 
-    assert {state for state, _ in outcomes} == {("delivered", None)}
+    assert {state for state, _, _ in outcomes} == {("delivered", None)}
     # Each report is logged once. (Reports naming only a message id that is not linked
     # yet wait for ``sent`` on one row, which keeps the strongest of them: an outranked
     # ``undelivered`` that came before ``sent`` is not logged then.)
-    for _, keys in outcomes:
+    for _, keys, _ in outcomes:
         assert keys.count("receipt:twilio:delivered") == 1
         assert keys.count("receipt:twilio:undelivered") <= 1
         assert "sent:1" in keys
@@ -158,7 +177,33 @@ async def test_undelivered_keeps_the_latest_report_whatever_the_order(
 ) -> None:
     outcomes = await _run_in_order(engine, [UNDELIVERED, FAILED], by_message_id=by_message_id)
 
-    assert {state for state, _ in outcomes} == {("undelivered", "twilio failed: error 30005")}
+    assert {state for state, _, _ in outcomes} == {("undelivered", "twilio failed: error 30005")}
+
+
+@pytest.mark.parametrize("by_message_id", [True, False], ids=["by-message-id", "by-id"])
+@pytest.mark.parametrize(
+    "receipts",
+    [[UNDELIVERED, FAILED, UNDELIVERED], [DELIVERED, FAILED, DELIVERED]],
+    ids=["undelivered-replayed", "delivered-among-undelivered"],
+)
+async def test_the_receipt_counter_adds_up_to_the_final_status_whatever_the_order(
+    engine: AsyncEngine, receipts: list[Receipt], by_message_id: bool
+) -> None:
+    """What the delivery-success alert reads: in every order, with replays, the counted
+    changes add up to one move out of ``sent`` into the final status, and no more."""
+    outcomes = await _run_in_order(engine, receipts, by_message_id=by_message_id)
+
+    for (status, _), _, moves in outcomes:
+        into_undelivered = moves["sent", "undelivered"] - moves["undelivered", "delivered"]
+        into_delivered = moves["sent", "delivered"] + moves["undelivered", "delivered"]
+        assert (into_undelivered, into_delivered) == (
+            (1, 0) if status == "undelivered" else (0, 1)
+        ), (status, moves)
+    assert {state for state, _, _ in outcomes} == {
+        ("delivered", None)
+        if DELIVERED in receipts
+        else ("undelivered", "twilio failed: error 30005")
+    }
 
 
 async def test_a_receipt_before_sent_waits_for_it(engine: AsyncEngine) -> None:
