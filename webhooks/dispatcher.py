@@ -9,8 +9,9 @@ any other; several can run side by side. Delivery is therefore at least once, an
 retry carries the same ``webhook-id``.
 
 Each endpoint gets at most ``HERALD_WEBHOOK_ENDPOINT_CONCURRENCY`` requests at a time
-per dispatcher, and an endpoint with requests in flight is left out of the next claim,
-so a slow or dead endpoint holds up neither the others nor any notification (the status
+per dispatcher: each claim takes for an endpoint only what it has room for, so a fast
+endpoint's pipeline stays full while a slow or dead one holds up neither the others nor
+any notification (the status
 write only inserts a row). A failed attempt is retried with backoff
 (``herald.webhooks.retry_delay``) until ``HERALD_WEBHOOK_RETRY_HOURS`` (24) have passed
 since the event; ``410 Gone`` disables the endpoint.
@@ -27,7 +28,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from prometheus_client import Counter, Histogram
-from sqlalchemy import bindparam, text
+from sqlalchemy import Integer, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -50,22 +51,27 @@ DELIVERY_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-# Due messages, a few per endpoint that is not disabled and has nothing in flight here;
-# claimed for the lease so no other dispatcher takes them meanwhile.
+# Due messages: per endpoint that is not disabled, as many as it has room for here (the
+# per-endpoint limit less what is in flight to it), so each endpoint's pipeline stays
+# full; claimed for the lease so no other dispatcher takes them meanwhile.
 _CLAIM = text(
     """
-    WITH due AS (
+    WITH busy AS (
+        SELECT * FROM unnest(CAST(:busy AS uuid[]), CAST(:in_flight AS integer[]))
+            AS b(endpoint_id, in_flight)
+    ), due AS (
         SELECT picked.id
         FROM webhook_endpoints endpoint
+        LEFT JOIN busy ON busy.endpoint_id = endpoint.id
         CROSS JOIN LATERAL (
             SELECT m.id FROM webhook_messages m
             WHERE m.endpoint_id = endpoint.id AND m.state = 'pending'
               AND m.next_attempt_at <= now()
             ORDER BY m.next_attempt_at
-            LIMIT :per_endpoint
+            LIMIT GREATEST(:per_endpoint - COALESCE(busy.in_flight, 0), 0)
             FOR UPDATE SKIP LOCKED
         ) picked
-        WHERE endpoint.disabled_at IS NULL AND endpoint.id <> ALL(:busy)
+        WHERE endpoint.disabled_at IS NULL
         LIMIT :limit
     )
     UPDATE webhook_messages m SET
@@ -78,7 +84,10 @@ _CLAIM = text(
               ev.id AS event_id, ev.notification_id, ev.status, ev.attempt, ev.at, ev.detail,
               n.channel
     """
-).bindparams(bindparam("busy", type_=ARRAY(UUID(as_uuid=True))))
+).bindparams(
+    bindparam("busy", type_=ARRAY(UUID(as_uuid=True))),
+    bindparam("in_flight", type_=ARRAY(Integer)),
+)
 
 _RECORD_ATTEMPT = """
     attempt AS (
@@ -193,6 +202,7 @@ class Dispatcher:
                     "limit": limit,
                     "per_endpoint": settings.webhook_endpoint_concurrency,
                     "busy": list(self._in_flight),
+                    "in_flight": list(self._in_flight.values()),
                     "lease": settings.webhook_lease_seconds,
                 },
             )
@@ -260,7 +270,8 @@ class Dispatcher:
             "duration_ms": answer.duration_ms,
         }
         last_error = answer.error or f"HTTP {answer.status_code}"
-        async with self._engine.begin() as conn:
+        # Each outcome is one statement (the attempt and the message's new state together).
+        async with single_statements(self._engine) as conn:
             if answer.ok:
                 await conn.execute(_DELIVERED, params)
                 return "delivered"

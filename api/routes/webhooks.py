@@ -28,6 +28,12 @@ async def list_webhooks(engine: EngineDep, tenant: TenantDep) -> list[WebhookOut
     return await webhooks.list_webhooks(engine, tenant)
 
 
+@router.get("/{endpoint_id}")
+async def get_webhook(endpoint_id: uuid.UUID, engine: EngineDep, tenant: TenantDep) -> WebhookOut:
+    """One endpoint: its URL, events, and whether (and why) it was disabled."""
+    return await webhooks.get_webhook(engine, tenant, endpoint_id)
+
+
 @router.delete("/{endpoint_id}", status_code=204)
 async def delete_webhook(endpoint_id: uuid.UUID, engine: EngineDep, tenant: TenantDep) -> Response:
     """Remove an endpoint; nothing more is sent to it."""

@@ -63,6 +63,23 @@ async def list_webhooks(engine: AsyncEngine, tenant: TenantContext) -> list[Webh
         return [WebhookOut(**row._asdict()) for row in rows]
 
 
+async def get_webhook(
+    engine: AsyncEngine, tenant: TenantContext, endpoint_id: uuid.UUID
+) -> WebhookOut:
+    """One of the tenant's endpoints; 404 for another tenant's or none."""
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(*_LISTED).where(
+                    WebhookEndpoint.id == endpoint_id, WebhookEndpoint.tenant_id == tenant.id
+                )
+            )
+        ).first()
+    if row is None:
+        raise not_found(f"webhook {endpoint_id}")
+    return WebhookOut(**row._asdict())
+
+
 async def delete_webhook(
     engine: AsyncEngine, tenant: TenantContext, endpoint_id: uuid.UUID
 ) -> None:
@@ -81,14 +98,8 @@ async def list_deliveries(
     engine: AsyncEngine, tenant: TenantContext, endpoint_id: uuid.UUID, *, limit: int
 ) -> list[WebhookDeliveryOut]:
     """The endpoint's most recent delivery attempts, newest first."""
+    await get_webhook(engine, tenant, endpoint_id)
     async with engine.connect() as conn:
-        owned = await conn.execute(
-            select(WebhookEndpoint.id).where(
-                WebhookEndpoint.id == endpoint_id, WebhookEndpoint.tenant_id == tenant.id
-            )
-        )
-        if owned.first() is None:
-            raise not_found(f"webhook {endpoint_id}")
         rows = await conn.execute(
             select(
                 WebhookAttempt.attempt,

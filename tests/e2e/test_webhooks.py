@@ -43,11 +43,14 @@ class Delivery:
 @dataclass
 class Receiver:
     """A local webhook endpoint: answers ``answers`` one per request, then ``status``;
-    ``delay`` seconds before each answer."""
+    ``delay`` seconds before each answer. With ``hold_first`` the first request gets no
+    answer until ``release`` (30 s at most)."""
 
     answers: list[int] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
+    hold_first: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
     requests: list[Delivery] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = field(default_factory=free_port)
@@ -87,6 +90,8 @@ def _serve(receiver: Receiver) -> ThreadingHTTPServer:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             delivery = Delivery({k.lower(): v for k, v in self.headers.items()}, body)
             status = receiver.answer(delivery)
+            if receiver.hold_first and receiver.received()[0] is delivery:
+                receiver.release.wait(30.0)
             if receiver.delay:
                 time.sleep(receiver.delay)
             self.send_response(status)
@@ -95,6 +100,7 @@ def _serve(receiver: Receiver) -> ThreadingHTTPServer:
             self.wfile.write(b"ok")
 
     server = ThreadingHTTPServer(("127.0.0.1", receiver.port), Handler)
+    server.receiver = receiver  # type: ignore[attr-defined]
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server
@@ -112,6 +118,7 @@ async def receivers() -> AsyncIterator[Callable[..., Receiver]]:
 
     yield start
     for server in servers:
+        server.receiver.release.set()  # type: ignore[attr-defined]
         server.shutdown()
         server.server_close()
 
@@ -261,6 +268,8 @@ async def test_410_disables_the_endpoint(
             break
         await asyncio.sleep(0.1)
     assert "410" in listed[0]["disabled_reason"]
+    one = (await tenant.client.get(f"/v1/webhooks/{endpoint['id']}")).json()
+    assert one == listed[0]
     await asyncio.sleep(1.0)  # requests already in flight when it answered 410 end
     before = len(receiver.received())
     await _emails(tenant, 2)
@@ -293,6 +302,29 @@ async def test_an_endpoint_that_never_answers_delays_no_notification_and_no_othe
     assert len(stuck.received()) >= 1
 
 
+async def test_an_answer_that_takes_long_holds_up_none_of_the_endpoints_other_events(
+    tenant: Tenant, receivers: Callable[..., Receiver]
+) -> None:
+    """Each endpoint keeps its pipeline full: while one request waits for its answer, the
+    endpoint's other events go out on the other slots (not after it, or after its 10 s
+    timeout)."""
+    receiver = receivers(hold_first=True)
+    endpoint = await _subscribe(tenant, receiver)
+    ids = await _emails(tenant, 5)
+    for nid in ids:
+        await wait_for_status(tenant.client, nid, ENDED)
+    expected = sum([len(await events(tenant.client, nid)) for nid in ids])
+
+    await _until(lambda: len(receiver.ids()) >= expected - 1, what="the other events")
+    deliveries = (await tenant.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries")).json()
+    receiver.release.set()
+
+    # All in while the first was still unanswered: no attempt had timed out or failed.
+    assert [d["error"] for d in deliveries if d["error"] or d["status_code"] != 200] == []
+    assert len(deliveries) == expected - 1
+    await _until(lambda: len(receiver.ids()) == expected, what="the held event")
+
+
 async def test_a_url_to_a_private_address_needs_the_setting(tenant: Tenant) -> None:
     """The test stack allows private URLs; without the setting they are refused (see
     tests/herald/test_webhook_urls.py). A URL that is not http(s) never is allowed."""
@@ -314,11 +346,16 @@ async def test_webhooks_belong_to_their_tenant(
     assert (await other_tenant.client.get("/v1/webhooks")).json() == []
     foreign = await other_tenant.client.delete(f"/v1/webhooks/{endpoint['id']}")
     foreign_log = await other_tenant.client.get(f"/v1/webhooks/{endpoint['id']}/deliveries")
+    foreign_one = await other_tenant.client.get(f"/v1/webhooks/{endpoint['id']}")
+    mine = await tenant.client.get(f"/v1/webhooks/{endpoint['id']}")
     removed = await tenant.client.delete(f"/v1/webhooks/{endpoint['id']}")
     again = await tenant.client.delete(f"/v1/webhooks/{endpoint['id']}")
+    gone = await tenant.client.get(f"/v1/webhooks/{endpoint['id']}")
 
-    assert (foreign.status_code, foreign_log.status_code) == (404, 404)
-    assert (removed.status_code, again.status_code) == (204, 404)
+    assert (foreign.status_code, foreign_log.status_code, foreign_one.status_code) == (404,) * 3
+    assert mine.status_code == 200 and mine.json()["url"] == endpoint["url"]
+    assert "secret" not in mine.json()
+    assert (removed.status_code, again.status_code, gone.status_code) == (204, 404, 404)
     assert (await tenant.client.get("/v1/webhooks")).json() == []
 
 

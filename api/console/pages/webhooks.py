@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from api.console.rendering import render
 from api.console.session import Console, ConsoleDep
 from api.errors import ApiError, not_found
-from api.receipt_schemas import WebhookCreated, WebhookIn, WebhookOut
+from api.receipt_schemas import WebhookCreated, WebhookIn
 from api.services import webhooks
 from herald.webhooks import ALL_EVENTS
 
@@ -50,14 +50,6 @@ def _endpoint_id(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError as err:
         raise not_found(f"webhook {value}") from err
-
-
-async def _endpoint(console: Console, endpoint_id: uuid.UUID) -> WebhookOut:
-    listed = await webhooks.list_webhooks(console.backends.engine, console.tenant)
-    found = next((endpoint for endpoint in listed if endpoint.id == endpoint_id), None)
-    if found is None:
-        raise not_found(f"webhook {endpoint_id}")
-    return found
 
 
 def _refusal(err: ValidationError) -> str:
@@ -100,7 +92,7 @@ async def create(
 async def detail(request: Request, endpoint_id: str, console: ConsoleDep) -> Response:
     """One endpoint and what was delivered to it, newest first."""
     identifier = _endpoint_id(endpoint_id)
-    endpoint = await _endpoint(console, identifier)
+    endpoint = await webhooks.get_webhook(console.backends.engine, console.tenant, identifier)
     deliveries = await webhooks.list_deliveries(
         console.backends.engine, console.tenant, identifier, limit=DELIVERIES_SHOWN
     )
