@@ -3,16 +3,17 @@ shows: the navigation, the tenant, the CSRF token for forms and htmx."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.console.nav import NAV
-from api.console.session import CSRF_FIELD, CSRF_HEADER, Console
+from api.console.session import CSRF_FIELD, CSRF_HEADER, Console, ConsoleDep
 from herald.contracts import Status
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -53,4 +54,46 @@ def render(
     }
     return TEMPLATES.TemplateResponse(
         request, template, values, status_code=status_code, headers=headers
+    )
+
+
+# What a page that refreshes itself shows, from the id in its URL (404 if it is none of
+# the tenant's).
+Loader = Callable[[Console, str], Awaitable[dict[str, Any]]]
+
+
+def add_live_page(router: APIRouter, folder: str, load: Loader, what: str) -> None:
+    """Add one item's page (``/{id}``, ``{folder}/detail.html``) and the part of it that
+    refreshes itself (``/{id}/live``, ``{folder}/live.html``) to ``router``. The two show
+    the same values; the part comes without its polling trigger once ``what`` has
+    ended, so the refresh stops."""
+
+    async def detail(
+        request: Request,
+        item_id: str,
+        console: ConsoleDep,
+        done: Annotated[str, Query(max_length=32)] = "",
+    ) -> Response:
+        values = await load(console, item_id)
+        return render(request, f"{folder}/detail.html", console, done=done, **values)
+
+    async def live(request: Request, item_id: str, console: ConsoleDep) -> Response:
+        values = await load(console, item_id)
+        return render(request, f"{folder}/live.html", console, **values)
+
+    router.add_api_route(
+        "/{item_id}",
+        detail,
+        methods=["GET"],
+        response_class=HTMLResponse,
+        name=f"{folder}-detail",
+        description=f"One {what}'s page.",
+    )
+    router.add_api_route(
+        "/{item_id}/live",
+        live,
+        methods=["GET"],
+        response_class=HTMLResponse,
+        name=f"{folder}-live",
+        description=f"The refreshing part of one {what}'s page.",
     )

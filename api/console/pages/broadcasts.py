@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.console.rendering import render
+from api.console.rendering import add_live_page, render
 from api.console.session import Console, ConsoleDep
 from api.errors import ApiError, not_found
 from api.services import broadcasts
@@ -64,24 +64,12 @@ async def list_page(
     )
 
 
-@router.get("/{broadcast_id}", response_class=HTMLResponse)
-async def detail(
-    request: Request,
-    broadcast_id: str,
-    console: ConsoleDep,
-    done: Annotated[str, Query(max_length=32)] = "",
-) -> Response:
-    """One broadcast: audience, progress, outcomes, cancel."""
-    live = await _live(console, _broadcast_id(broadcast_id))
-    return render(request, "broadcasts/detail.html", console, done=done, **live)
+async def _shown(console: Console, broadcast_id: str) -> dict[str, Any]:
+    return await _live(console, _broadcast_id(broadcast_id))
 
 
-@router.get("/{broadcast_id}/live", response_class=HTMLResponse)
-async def live(request: Request, broadcast_id: str, console: ConsoleDep) -> Response:
-    """The refreshing part of the page; once everything it started has ended it comes
-    without its polling trigger, so the refresh stops."""
-    values = await _live(console, _broadcast_id(broadcast_id))
-    return render(request, "broadcasts/live.html", console, **values)
+# One broadcast: audience, progress, outcomes, cancel; refreshing until all it started ended.
+add_live_page(router, "broadcasts", _shown, "broadcast")
 
 
 @router.post("/{broadcast_id}/cancel")

@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.console.rendering import render
+from api.console.rendering import add_live_page, render
 from api.console.session import Console, ConsoleDep
 from api.errors import ApiError, not_found
 from api.schemas import EventOut, NotificationPage
@@ -137,24 +137,12 @@ async def _live(console: Console, notification_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-@router.get("/{notification_id}", response_class=HTMLResponse)
-async def detail(
-    request: Request,
-    notification_id: str,
-    console: ConsoleDep,
-    done: Annotated[str, Query(max_length=32)] = "",
-) -> Response:
-    """One notification: status, timeline, actions."""
-    live = await _live(console, _notification_id(notification_id))
-    return render(request, "notifications/detail.html", console, done=done, **live)
+async def _shown(console: Console, notification_id: str) -> dict[str, Any]:
+    return await _live(console, _notification_id(notification_id))
 
 
-@router.get("/{notification_id}/live", response_class=HTMLResponse)
-async def live(request: Request, notification_id: str, console: ConsoleDep) -> Response:
-    """The refreshing part of one notification's page; once the notification has ended,
-    the part comes without its polling trigger, so the refresh stops."""
-    values = await _live(console, _notification_id(notification_id))
-    return render(request, "notifications/live.html", console, **values)
+# One notification: status, timeline, actions; refreshing until it has ended.
+add_live_page(router, "notifications", _shown, "notification")
 
 
 async def _act(request: Request, console: Console, notification_id: str, action: str) -> Response:
