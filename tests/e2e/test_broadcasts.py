@@ -86,6 +86,27 @@ async def _until_settled(tenant: Tenant, broadcast_id: str, timeout: float) -> d
     return latest
 
 
+async def _start(tenant: Tenant, template: str, audience: dict[str, Any], **fields: Any) -> str:
+    """``POST /v1/broadcasts`` by email; the accepted broadcast's id."""
+    response = await tenant.client.post(
+        "/v1/broadcasts",
+        json={"channel": "email", "template": template, "audience": audience, **fields},
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+async def _until_count(
+    tenant: Tenant, broadcast_id: str, count: str, at_least: int, timeout: float
+) -> None:
+    """Wait until the broadcast's ``count`` (``started``, ``sent``, ...) reaches ``at_least``."""
+
+    async def reached() -> bool:
+        return int((await _broadcast(tenant, broadcast_id))[count]) >= at_least
+
+    await _eventually(reached, timeout, f"{at_least} {count}")
+
+
 def _adds_up(view: dict[str, Any]) -> None:
     parts = ("sent", "failed", "suppressed", "cancelled", "in_flight")
     assert sum(view[part] for part in parts) == view["started"], view
@@ -182,26 +203,13 @@ async def test_a_broadcast_killed_twice_mid_fan_out_reaches_everyone_exactly_onc
     users = await _users(settings, tenant, 2000, f"r{uuid.uuid4().hex[:6]}")
     template = await tenant.template("email", "<p>News for {{ who }}</p>", "News")
     topic = await _topic(tenant, users)
-    response = await tenant.client.post(
-        "/v1/broadcasts",
-        json={
-            "channel": "email",
-            "template": template,
-            "data": {"who": "you"},
-            "audience": {"topic": topic},
-            "rate_per_second": 100,
-        },
+    broadcast_id = await _start(
+        tenant, template, {"topic": topic}, data={"who": "you"}, rate_per_second=100
     )
-    assert response.status_code == 202, response.text
-    broadcast_id = response.json()["id"]
     core = stack.processes["worker-core"]
 
     for threshold in (300, 1100):
-
-        async def past(threshold: int = threshold) -> bool:
-            return int((await _broadcast(tenant, broadcast_id))["started"]) >= threshold
-
-        await _eventually(past, 120, f"{threshold} recipients started")
+        await _until_count(tenant, broadcast_id, "started", threshold, 120)
         core.kill()
         core.start()
         await asyncio.to_thread(stack.wait_ready, "worker-core")
@@ -235,22 +243,8 @@ async def test_a_cancelled_broadcast_starts_no_one_else(
     users = await _users(settings, tenant, 600, f"c{uuid.uuid4().hex[:6]}")
     template = await tenant.template("email", "<p>Sale</p>", "Sale")
     topic = await _topic(tenant, users)
-    response = await tenant.client.post(
-        "/v1/broadcasts",
-        json={
-            "channel": "email",
-            "template": template,
-            "audience": {"topic": topic},
-            "rate_per_second": 20,
-        },
-    )
-    assert response.status_code == 202, response.text
-    broadcast_id = response.json()["id"]
-
-    async def some_started() -> bool:
-        return int((await _broadcast(tenant, broadcast_id))["started"]) >= 60
-
-    await _eventually(some_started, 120, "60 recipients started")
+    broadcast_id = await _start(tenant, template, {"topic": topic}, rate_per_second=20)
+    await _until_count(tenant, broadcast_id, "started", 60, 120)
     cancelled = await tenant.client.post(f"/v1/broadcasts/{broadcast_id}/cancel")
     assert cancelled.status_code == 202, cancelled.text
 
@@ -273,17 +267,9 @@ async def test_a_scheduled_broadcast_waits_for_send_at_and_can_be_cancelled(
 ) -> None:
     user = await tenant.user()
     template = await tenant.template("email", "<p>Later</p>", "Later")
-    response = await tenant.client.post(
-        "/v1/broadcasts",
-        json={
-            "channel": "email",
-            "template": template,
-            "audience": {"user_ids": [user["id"]]},
-            "send_at": "2099-01-01T00:00:00Z",
-        },
+    broadcast_id = await _start(
+        tenant, template, {"user_ids": [user["id"]]}, send_at="2099-01-01T00:00:00Z"
     )
-    assert response.status_code == 202, response.text
-    broadcast_id = response.json()["id"]
     view = await _broadcast(tenant, broadcast_id)
     assert (view["status"], view["total"], view["started"]) == ("running", 1, 0)
     assert view["audience"] == {"user_ids_count": 1}
@@ -356,23 +342,10 @@ async def test_a_broadcast_does_not_starve_single_notifications(
     # A modest share of what two shared cores send end to end (some 35 a second): the
     # pacing holds the broadcast to it, so the singles keep their latency. (At 8 a second
     # their median, some 30 ms alone, already doubles on this machine.)
-    response = await tenant.client.post(
-        "/v1/broadcasts",
-        json={
-            "channel": "email",
-            "template": template,
-            "data": {"n": 0},
-            "audience": {"topic": topic},
-            "rate_per_second": 4,
-        },
+    broadcast_id = await _start(
+        tenant, template, {"topic": topic}, data={"n": 0}, rate_per_second=4
     )
-    assert response.status_code == 202, response.text
-    broadcast_id = response.json()["id"]
-
-    async def under_way() -> bool:
-        return int((await _broadcast(tenant, broadcast_id))["sent"]) >= 30
-
-    await _eventually(under_way, 60, "the broadcast to be under way")
+    await _until_count(tenant, broadcast_id, "sent", 30, 60)
     during = await _single_latencies(tenant, sinks, await tenant.user(), template)
     view = await _broadcast(tenant, broadcast_id)
     await tenant.client.post(f"/v1/broadcasts/{broadcast_id}/cancel")
