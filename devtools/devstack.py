@@ -146,7 +146,9 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
-    metrics_from = metrics_base(settings)
+    metrics_ports = sorted(
+        int(proc.env["HERALD_METRICS_PORT"]) for proc in procs if "HERALD_METRICS_PORT" in proc.env
+    )
     sink_line = (
         f"SMTP :{settings.smtp_port}, messages at {sinks.http_url}/_sink/messages"
         if sinks
@@ -157,8 +159,8 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         f"  API          {api_url}   (docs: {api_url}/docs)\n"
         f"  Console      {api_url}/console   (sign in with an API key)\n"
         f"  Temporal UI  {settings.temporal_ui_url}\n"
-        f"  Metrics      {api_url}/metrics; bridge and workers :{metrics_from}-"
-        f"{metrics_from + len(PROCESS_TYPES)}/metrics\n"
+        f"  Metrics      {api_url}/metrics; the other processes "
+        f":{metrics_ports[0]}-{metrics_ports[-1]}/metrics\n"
         "  Bridge       herald.requests → herald.email/sms/push (herald publish, herald dead)\n"
         f"  Sinks        {sink_line}\n"
         f"  Receipts     bounces SMTP :{settings.bounce_smtp_port}, webhooks dispatcher "
