@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.console.nav import NAV
 from api.console.session import CSRF_FIELD, CSRF_HEADER, Console, ConsoleDep
+from api.errors import ApiError
 from herald.contracts import Status
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -97,3 +98,32 @@ def add_live_page(router: APIRouter, folder: str, load: Loader, what: str) -> No
         name=f"{folder}-live",
         description=f"The refreshing part of one {what}'s page.",
     )
+
+
+async def act_on_item(
+    request: Request,
+    console: Console,
+    folder: str,
+    load: Loader,
+    item_id: str,
+    act: Callable[[], Awaitable[Any]],
+    done: str,
+) -> Response:
+    """Do ``act`` (a cancel, a resend) to one item of ``folder`` and go back to its page,
+    which then says ``done``; if it cannot be done now (409) the page shows why."""
+    try:
+        await act()
+    except ApiError as err:
+        if err.status_code != 409:
+            raise
+        values = await load(console, item_id)
+        return render(
+            request,
+            f"{folder}/detail.html",
+            console,
+            status_code=409,
+            refused=err.message,
+            done="",
+            **values,
+        )
+    return RedirectResponse(f"/console/{folder}/{item_id}?done={done}", status_code=303)

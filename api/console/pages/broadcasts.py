@@ -7,11 +7,11 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from api.console.rendering import add_live_page, render
+from api.console.rendering import act_on_item, add_live_page, render
 from api.console.session import Console, ConsoleDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.services import broadcasts
 from herald.broadcasts import BroadcastStatus
 
@@ -76,19 +76,8 @@ add_live_page(router, "broadcasts", _shown, "broadcast")
 async def cancel(request: Request, broadcast_id: str, console: ConsoleDep) -> Response:
     """What ``POST /v1/broadcasts/{id}/cancel`` does: start no more of its recipients."""
     identifier = _broadcast_id(broadcast_id)
-    try:
+
+    async def act() -> None:
         await broadcasts.cancel_broadcast(_backends(console), console.tenant, identifier)
-    except ApiError as err:
-        if err.status_code != 409:
-            raise
-        live = await _live(console, identifier)
-        return render(
-            request,
-            "broadcasts/detail.html",
-            console,
-            status_code=409,
-            refused=err.message,
-            done="",
-            **live,
-        )
-    return RedirectResponse(f"/console/broadcasts/{identifier}?done=cancel", status_code=303)
+
+    return await act_on_item(request, console, "broadcasts", _shown, str(identifier), act, "cancel")

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from api.console.rendering import add_live_page, render
+from api.console.rendering import act_on_item, add_live_page, render
 from api.console.session import Console, ConsoleDep
 from api.errors import ApiError, not_found
 from api.schemas import EventOut, NotificationPage
@@ -147,25 +147,14 @@ add_live_page(router, "notifications", _shown, "notification")
 
 async def _act(request: Request, console: Console, notification_id: str, action: str) -> Response:
     identifier = _notification_id(notification_id)
-    try:
-        if action == "cancel":
-            await notifications.cancel(console.backends, console.tenant, identifier)
-        else:
-            await notifications.resend(console.backends, console.tenant, identifier)
-    except ApiError as err:
-        if err.status_code != 409:
-            raise
-        live = await _live(console, identifier)
-        return render(
-            request,
-            "notifications/detail.html",
-            console,
-            status_code=409,
-            refused=err.message,
-            done="",
-            **live,
-        )
-    return RedirectResponse(f"/console/notifications/{identifier}?done={action}", status_code=303)
+    chosen = notifications.cancel if action == "cancel" else notifications.resend
+
+    async def act() -> None:
+        await chosen(console.backends, console.tenant, identifier)
+
+    return await act_on_item(
+        request, console, "notifications", _shown, str(identifier), act, action
+    )
 
 
 @router.post("/{notification_id}/cancel")
