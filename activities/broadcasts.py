@@ -14,18 +14,29 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from herald import broadcasts, submission
-from herald.broadcasts import (
+from herald import broadcasts
+from herald.contracts import (
     Audience,
     BroadcastDefinition,
     BroadcastEnd,
     FanOutPage,
     FanOutResult,
+    NotificationRequest,
     recipient_notification_id,
 )
-from herald.contracts import NotificationInput, NotificationRequest
 from herald.db import Broadcast
+from herald.intake import (
+    Accepted,
+    Conflict,
+    Intake,
+    Invalid,
+    Outcome,
+    Replayed,
+    Submission,
+    Unstarted,
+)
 from herald.settings import Settings
+from herald.tenants import TenantContext
 
 # The page's starts can take a few seconds under load; a heartbeat this often lets
 # Temporal see a killed worker within the workflow's heartbeat timeout.
@@ -39,6 +50,7 @@ _DEFINITION = select(
     Broadcast.fallback,
     Broadcast.audience,
     Broadcast.cancel_requested_at,
+    Broadcast.test,
 )
 
 
@@ -58,13 +70,28 @@ async def _heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
+def _page_error(outcome: Outcome) -> Exception:
+    """What fails the page's attempt: a start Temporal refused for now is retried; a
+    recipient whose request can never be accepted stops the broadcast with the reason."""
+    match outcome:
+        case Unstarted(error=error):
+            return error
+        case Invalid(field=field, message=message):
+            return ApplicationError(
+                f"{field}: {message}", type="InvalidBroadcast", non_retryable=True
+            )
+        case Conflict(message=message):
+            return ApplicationError(message, type="BroadcastConflict", non_retryable=True)
+    return ApplicationError(f"unexpected outcome {outcome!r}")
+
+
 class BroadcastActivities:
     """Built once per core worker around the process's engine and Temporal client."""
 
     def __init__(self, engine: AsyncEngine, client: Client, settings: Settings) -> None:
         self._engine = engine
-        self._client = client
         self._settings = settings
+        self._intake = Intake(client, engine, settings)
 
     @property
     def activities(self) -> list[Any]:
@@ -107,42 +134,29 @@ class BroadcastActivities:
             data=row.data,
             fallback=row.fallback or [],
         )
-        notifications = [self._notification(page, first, user_id) for user_id in users]
-        async with _heartbeating():
-            outcomes = await submission.accept_many(
-                self._client,
-                self._engine,
-                self._settings,
-                notifications,
-                concurrency=self._settings.batch_start_concurrency,
-                per_second=page.per_second,
+        # Validated once for the page; every recipient differs only by user id.
+        requests = [
+            Submission(
+                first.model_copy(update={"user_id": user_id}),
+                notification_id=recipient_notification_id(page.broadcast_id, user_id),
+                broadcast_id=page.broadcast_id,
             )
-        failed = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+            for user_id in users
+        ]
+        tenant = TenantContext(page.tenant_id, page.tenant, test=row.test)
+        async with _heartbeating():
+            outcomes = await self._intake.accept(
+                tenant, requests, request_id=page.request_id, per_second=page.per_second
+            )
+        failed = [outcome for outcome in outcomes if not isinstance(outcome, Accepted | Replayed)]
         if failed:
             # Retried as a whole: those started by now count as started next time.
-            raise failed[0]
+            raise _page_error(failed[0])
         return FanOutResult(
             last_user_id=users[-1],
             started=len(users),
-            new=sum(outcome is True for outcome in outcomes),
+            new=sum(isinstance(outcome, Accepted) for outcome in outcomes),
             exhausted=len(users) < page.limit,
-        )
-
-    def _notification(
-        self, page: FanOutPage, first: NotificationRequest, user_id: str
-    ) -> NotificationInput:
-        # Validated once for the page; every recipient differs only by user id.
-        request = (
-            first if user_id == first.user_id else first.model_copy(update={"user_id": user_id})
-        )
-        return submission.build_input(
-            self._settings,
-            notification_id=recipient_notification_id(page.broadcast_id, user_id),
-            tenant_id=page.tenant_id,
-            tenant=page.tenant,
-            request=request,
-            request_id=page.request_id,
-            broadcast_id=page.broadcast_id,
         )
 
     @activity.defn(name="end_broadcast")

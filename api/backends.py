@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from api.admission import SubmissionGate
+from herald.intake import Intake
 from herald.settings import Settings
 
 
@@ -19,3 +20,12 @@ class Backends:
     temporal: Client
     settings: Settings
     admission: SubmissionGate
+    # Every submission goes through it, each start holding an admission slot.
+    intake: Intake = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "intake",
+            Intake(self.temporal, self.engine, self.settings, slot=self.admission.slot),
+        )

@@ -1,9 +1,9 @@
 """One queued message in, one started ``NotificationWorkflow`` out.
 
-Validation and submission are those of ``POST /v1/notifications`` (``herald.submission``,
-``herald.tenants``): the same body model, the same template check, the same workflow
-input and start. The message's ``id`` is the notification id and so the workflow id: a
-redelivered or republished message starts nothing and is simply acknowledged.
+Validation and acceptance are those of ``POST /v1/notifications``: the same body model
+and the same intake (``herald.intake``). The message's ``id`` is the notification id
+and so the workflow id: a redelivered or republished message starts nothing and is
+simply acknowledged.
 
 Errors come in two kinds. A message that can never be valid raises
 :class:`InvalidMessage` (the consumer dead-letters it). Everything else is judged by
@@ -24,11 +24,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from herald import amqp, digests, submission
+from herald import amqp, intake
 from herald.contracts import Channel, QueuedNotification
+from herald.dataerrors import is_data_error
 from herald.logs import log_context
 from herald.settings import Settings
-from herald.tenants import tenant_by_name
+from herald.tenants import TenantContext
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ def is_transient(err: BaseException) -> bool:
     """Whether ``err`` means a service is unavailable (wait and retry) rather than a bug."""
     if isinstance(err, RPCError):
         return err.status in _TRANSIENT_RPC
+    if is_data_error(err):
+        # A value the database refused (NUL, bad UTF-8, out of range): the message's fault.
+        return False
     if isinstance(err, DBAPIError):
         # Connection trouble, not a statement PostgreSQL refused.
         return not isinstance(err, IntegrityError | ProgrammingError | DataError)
@@ -102,52 +106,57 @@ def parse(body: bytes, queue: Channel, max_bytes: int) -> QueuedNotification:
 
 
 class Ingest:
-    """Turns message bodies into workflow starts; one per bridge process."""
+    """Turns message bodies into workflow starts through the intake; one per bridge
+    process."""
 
     def __init__(self, settings: Settings, temporal: Client, engine: AsyncEngine) -> None:
         self._settings = settings
-        self._temporal = temporal
         self._engine = engine
+        self._intake = intake.Intake(temporal, engine, settings)
 
     async def submit(
-        self, body: bytes, queue: Channel, *, request_id: str | None = None
+        self,
+        body: bytes,
+        queue: Channel,
+        *,
+        producer: TenantContext,
+        request_id: str | None = None,
     ) -> Outcome:
         """Start the notification ``body`` asks for; ``duplicate`` if it was started before.
+
+        ``producer`` is the tenant (and test mode) of the AMQP user that published the
+        message: the message acts for it, never for a tenant its body names.
 
         Raises :class:`InvalidMessage` for a message that can never be valid, and the
         underlying error (see :func:`is_transient`) when a service is unavailable.
         """
         request = parse(body, queue, self._settings.max_request_bytes)
-        with log_context(notification_id=str(request.id), tenant=request.tenant):
-            return await self._start(request, request_id)
+        tenant = self._tenant(request, producer)
+        with log_context(notification_id=str(request.id), tenant=tenant.name):
+            outcome = await self._intake.accept_one(
+                tenant,
+                intake.Submission(request, notification_id=request.id),
+                request_id=request_id,
+            )
+        match outcome:
+            case intake.Accepted():
+                return Outcome.started
+            case intake.Replayed():
+                return Outcome.duplicate
+            case intake.Conflict(message=message):
+                raise InvalidMessage(message)
+            case intake.Invalid(message=message):
+                raise InvalidMessage(message)
+            case intake.Unstarted(error=error):
+                raise error
+        raise AssertionError(f"unknown intake outcome {outcome!r}")
 
-    async def _start(self, request: QueuedNotification, request_id: str | None) -> Outcome:
-        tenant = await tenant_by_name(self._engine, request.tenant)
-        if tenant is None:
-            raise InvalidMessage(f"unknown tenant {request.tenant!r}")
-        prior = await submission.find_notification(self._engine, request.id)
-        if prior is not None:
-            same = prior["tenant_id"] == tenant.id and prior["request_hash"] in (
-                None,
-                submission.request_hash(request),
-            )
-            if not same:
-                raise InvalidMessage(f"id {request.id} already names a different notification")
-            return Outcome.duplicate
-        if not await submission.template_exists(self._engine, tenant.id, request):
+    @staticmethod
+    def _tenant(request: QueuedNotification, producer: TenantContext) -> TenantContext:
+        """Who the message acts for: its producer's tenant, whatever the body says."""
+        if request.tenant and request.tenant != producer.name:
             raise InvalidMessage(
-                f"no {request.channel.value} template {request.template!r} "
-                f"for tenant {tenant.name!r}; create it first"
+                f"the message names tenant {request.tenant!r}, but its producer publishes "
+                f"for tenant {producer.name!r}"
             )
-        notification = submission.build_input(
-            self._settings,
-            notification_id=request.id,
-            tenant_id=tenant.id,
-            tenant=tenant.name,
-            request=request,
-            request_id=request_id,
-        )
-        # A request with a digest joins its digest instead of starting a notification.
-        accept = digests.accept if digests.joins_digest(request) else submission.accept
-        started = await accept(self._temporal, self._engine, self._settings, notification)
-        return Outcome.started if started else Outcome.duplicate
+        return producer

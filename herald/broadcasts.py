@@ -1,164 +1,38 @@
 """Broadcasts: one message to an audience (a topic, a list of user ids, or every user of
 the tenant), fanned out durably by ``BroadcastWorkflow``.
 
-What crosses process boundaries (the workflow's and its activities' inputs and outputs),
-the ids a fan-out derives, the one write of a broadcast's row (by the API right after the
-workflow start, and by the workflow as its first step) and the keyset reads of the
-audience, shared by the API, the workers and the CLI.
+The one start of a broadcast's workflow, the one write of its row (by the API right after
+the start, and by the workflow as its first step) and the keyset reads of its audience,
+shared by the API, the workers and the CLI. What crosses process boundaries (the
+workflow's and its activities' inputs and outputs, the ids a fan-out derives) is in
+``herald.contracts`` beside the other workflows' models.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from herald.contracts import Channel, UserId
+from herald import search
+from herald.contracts import (
+    Audience,
+    BroadcastDefinition,
+    BroadcastEnd,
+    BroadcastInput,
+    BroadcastStatus,
+)
 from herald.db import Broadcast, TopicSubscriber, User, single_statements
+from herald.settings import Settings
+from herald.temporal import core_task_queue
 
 WORKFLOW = "BroadcastWorkflow"
-# Most user ids one broadcast (``audience.user_ids``) or one subscribe call may name.
-MAX_USER_IDS = 10_000
-
-TopicKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
-
-
-class BroadcastStatus(StrEnum):
-    """Where a broadcast is: still starting recipients, or done with that."""
-
-    running = "running"
-    completed = "completed"
-    cancelled = "cancelled"
-
-
-class Audience(BaseModel):
-    """Who a broadcast reaches: exactly one of a topic's subscribers, a list of user ids,
-    or every user of the tenant."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    topic: TopicKey | None = None
-    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=MAX_USER_IDS)
-    all_users: bool | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Audience:
-        given = [self.topic is not None, self.user_ids is not None, bool(self.all_users)]
-        if sum(given) != 1:
-            raise ValueError(
-                'name exactly one audience: {"topic": key}, {"user_ids": [...]} '
-                'or {"all_users": true}'
-            )
-        return self
-
-
-def broadcast_workflow_id(broadcast_id: uuid.UUID | str) -> str:
-    """``broadcast-<uuid>``: how a broadcast is found in Temporal."""
-    return f"broadcast-{broadcast_id}"
-
-
-def recipient_notification_id(broadcast_id: uuid.UUID, user_id: str) -> uuid.UUID:
-    """The notification one recipient of a broadcast gets: the same every time it is
-    derived, so a fan-out page retried after a crash starts nobody twice."""
-    return uuid.uuid5(broadcast_id, user_id)
-
-
-class BroadcastDefinition(BaseModel):
-    """What a broadcast sends and to whom: its row in ``broadcasts``."""
-
-    broadcast_id: uuid.UUID
-    tenant_id: uuid.UUID
-    channel: Channel
-    template: str
-    locale: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-    fallback: list[Channel] = Field(default_factory=list)
-    audience: Audience
-    send_at: datetime | None = None
-    rate_per_second: float
-    total: int
-    request_hash: str | None = None
-    created_at: datetime
-
-
-class BroadcastInput(BaseModel):
-    """The input of one ``BroadcastWorkflow`` run: one page of the fan-out.
-
-    Each run starts one page of recipients and continues as new with the cursor moved on,
-    so no history ever holds more than one page. Only the first run carries the
-    ``definition``, to write the broadcast's row as its first step; later runs read it.
-    """
-
-    broadcast_id: uuid.UUID
-    tenant_id: uuid.UUID
-    tenant: str = ""
-    channel: Channel
-    template: str
-    send_at: datetime | None = None
-    rate_per_second: float = 50.0
-    page_size: int = 200
-    request_id: str | None = None
-    # Keyset cursor: the last user id started (user ids are never empty).
-    after: str = ""
-    started: int = 0
-    definition: BroadcastDefinition | None = None
-
-    @property
-    def workflow_id(self) -> str:
-        """The Temporal workflow id."""
-        return broadcast_workflow_id(self.broadcast_id)
-
-
-class FanOutPage(BaseModel):
-    """Input of ``fan_out_page``: start the next ``limit`` recipients after ``after``."""
-
-    broadcast_id: uuid.UUID
-    tenant_id: uuid.UUID
-    tenant: str = ""
-    after: str = ""
-    limit: int
-    request_id: str | None = None
-    # Spread the page's starts evenly at this rate (0: as fast as they go).
-    per_second: float = 0.0
-
-
-class FanOutResult(BaseModel):
-    """What one page did. ``started`` counts every recipient of the page, whether this
-    attempt started them or an earlier one had (``new`` are the former)."""
-
-    last_user_id: str
-    started: int = 0
-    new: int = 0
-    exhausted: bool = False
-    # The broadcast's cancel was asked for (seen in PostgreSQL): nothing was started.
-    cancelled: bool = False
-
-
-class BroadcastEnd(BaseModel):
-    """Input of ``end_broadcast``: the broadcast has started everyone it will."""
-
-    broadcast_id: uuid.UUID
-    status: BroadcastStatus
-    started: int
-
-
-class BroadcastCancel(BaseModel):
-    """Signal ``cancel``: start no more recipients."""
-
-    reason: str = "cancelled by request"
-
-
-class BroadcastState(BaseModel):
-    """The workflow's result."""
-
-    status: BroadcastStatus
-    started: int
 
 
 # --- PostgreSQL ------------------------------------------------------------------------
@@ -186,6 +60,7 @@ async def write_broadcast(engine: AsyncEngine, definition: BroadcastDefinition) 
             total=definition.total,
             request_hash=definition.request_hash,
             created_at=definition.created_at,
+            test=definition.test,
         )
         .on_conflict_do_nothing()
     )
@@ -272,3 +147,36 @@ async def end_broadcast(engine: AsyncEngine, end: BroadcastEnd) -> None:
             _END,
             {"status": end.status.value, "started": end.started, "broadcast_id": end.broadcast_id},
         )
+
+
+async def start_broadcast(client: Client, settings: Settings, job: BroadcastInput) -> bool:
+    """Durably start the broadcast's workflow; False if this broadcast id was started
+    before (the one place a ``BroadcastWorkflow`` is started)."""
+    try:
+        await client.start_workflow(
+            WORKFLOW,
+            job,
+            id=job.workflow_id,
+            task_queue=core_task_queue(settings),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search.STATUS, BroadcastStatus.running.value),
+                    SearchAttributePair(search.CHANNEL, job.channel.value),
+                    SearchAttributePair(search.TEMPLATE, job.template),
+                    SearchAttributePair(search.TENANT, job.tenant),
+                    SearchAttributePair(search.BROADCAST_STARTED, 0),
+                ]
+            ),
+            static_summary=(
+                f"broadcast · {job.channel.value} · template {job.template} · tenant {job.tenant}"
+            ),
+            static_details=(
+                f"**broadcast** `{job.broadcast_id}`\n\n"
+                f"**audience** {job.definition.total if job.definition else '?'} recipients "
+                f"at {job.rate_per_second:g}/s"
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True

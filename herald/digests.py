@@ -4,16 +4,20 @@ shared by the REST API and the RabbitMQ bridge.
 A request with ``digest`` (and not ``priority: urgent``) starts no notification of its
 own: it is signalled, with signal-with-start, to the ``DigestWorkflow`` of its tenant,
 user, channel, template and digest key (``workflows/digest.py`` explains how windows
-close and why no item is lost or doubled). The signal is durable in Temporal before the
-client gets its ``202``; the request's own notification row is written right after, and
-the digest workflow writes the same row when it takes the request in, so a crash
-between the two loses nothing.
+close and why no item is lost or doubled). The signal carries the request's id and a
+few small facts, never its ``data``: that lives in the request's notification row, and
+the digest's template reads every member's data from PostgreSQL when it renders
+(``activities/digests.py``), so a digest of any size fits Temporal's payload limit.
+
+The signal is durable in Temporal first, then the row is written; only then does the
+client get its ``202``. A crash between the two leaves an id without a row: the digest
+waits a little for it, then lets it go (nobody was told it was accepted), and a retry
+of the request signals it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import uuid
 from typing import Any
 
@@ -40,10 +44,11 @@ from herald.db import Digest, Notification
 from herald.settings import Settings
 from herald.temporal import core_task_queue
 
-log = logging.getLogger(__name__)
-
 WORKFLOW = "DigestWorkflow"
 SIGNAL = "add"
+# The key of a digest notification's ``data`` naming its digest: the render step reads
+# the members' data (``items``) from PostgreSQL through it.
+DIGEST_ID_KEY = "digest_id"
 # A closed digest's notification id is derived from the digest's: a retried close
 # starts the same notification, never a second one.
 _NOTIFICATION_NAMESPACE = uuid.UUID("1c0b9d5e-7a43-4c55-9f6e-3d2b8a1e64f0")
@@ -66,6 +71,8 @@ def digest_workflow_id(notification: NotificationInput) -> str:
             notification.channel.value,
             notification.template,
             notification.digest.key,
+            # Test and live requests never share a digest (live ids stay as they were).
+            *(["test"] if notification.test else []),
         ]
     )
     return f"digest-{hashlib.sha256(parts.encode()).hexdigest()[:32]}"
@@ -95,6 +102,7 @@ def digest_input(notification: NotificationInput) -> DigestInput:
         window_seconds=digest.window_seconds,
         max_items=digest.max_items,
         task_queue_prefix=notification.task_queue_prefix,
+        test=notification.test,
     )
 
 
@@ -134,7 +142,13 @@ async def signal_digest(
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         start_signal=SIGNAL,
-        start_signal_args=[DigestItem(notification=notification)],
+        start_signal_args=[
+            DigestItem(
+                notification_id=notification.notification_id,
+                locale=notification.locale,
+                request_id=notification.request_id,
+            )
+        ],
         **_visibility(notification),
     )
 
@@ -143,18 +157,31 @@ async def accept(
     client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
 ) -> bool:
     """The digest counterpart of ``submission.accept``: signal durably, then record
-    ``accepted``. Always True: a request signalled twice (a client retrying after a crash)
-    is still one item, because the digest workflow claims each request once."""
+    ``accepted`` (the row holds the request's data, which the digest reads; if it cannot
+    be written the request is not accepted and the error propagates). Always True: a
+    request signalled twice (a client retrying after a crash) is still one item, because
+    the digest workflow claims each request once."""
     await signal_digest(client, settings, notification)
-    try:
-        await statuslog.record_accepted(engine, notification)
-    except Exception:
-        log.warning(
-            "digest item not yet recorded; its digest workflow will record it",
-            extra={"notification_id": str(notification.notification_id)},
-            exc_info=True,
-        )
+    await statuslog.record_accepted(engine, notification)
     return True
+
+
+def digest_data(digest_id: uuid.UUID, count: int) -> dict[str, Any]:
+    """The ``data`` a digest's notification is started with: ids and small facts only."""
+    return {"count": count, DIGEST_ID_KEY: str(digest_id)}
+
+
+def digest_of(notification_id: uuid.UUID | None, data: dict[str, Any]) -> uuid.UUID | None:
+    """The digest whose notification ``notification_id`` is, if ``data`` names it (a
+    request's own data naming some digest does not make it that digest's notification)."""
+    named = data.get(DIGEST_ID_KEY)
+    if notification_id is None or not isinstance(named, str):
+        return None
+    try:
+        digest_id = uuid.UUID(named)
+    except ValueError:
+        return None
+    return digest_id if digest_notification_id(digest_id) == notification_id else None
 
 
 _NOTIFICATIONS = Notification.__table__

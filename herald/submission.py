@@ -1,5 +1,5 @@
-"""Turning a request into a started ``NotificationWorkflow``: shared by the REST API and
-the RabbitMQ bridge, so both paths dedupe, validate and start in exactly the same way."""
+"""Starting ``NotificationWorkflow``: its input, ids, fingerprint and template check, and
+the one place it is started. Only ``herald.intake`` (every way in) calls the starts."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from herald import search, statuslog
+from herald import search
 from herald.contracts import (
     Channel,
     NotificationInput,
@@ -193,6 +193,20 @@ def _visibility(notification: NotificationInput) -> dict[str, Any]:
     }
 
 
+async def _start(
+    client: Client, settings: Settings, notification: NotificationInput, **how: Any
+) -> None:
+    """The one place a ``NotificationWorkflow`` is started."""
+    await client.start_workflow(
+        WORKFLOW,
+        notification,
+        id=workflow_id_for(notification.notification_id),
+        task_queue=channel_task_queue(notification.channel, settings.task_queue_prefix),
+        **_visibility(notification),
+        **how,
+    )
+
+
 async def start_notification(
     client: Client, settings: Settings, notification: NotificationInput
 ) -> bool:
@@ -202,13 +216,8 @@ async def start_notification(
     notification, so a replayed request or redelivered message starts nothing.
     """
     try:
-        await client.start_workflow(
-            WORKFLOW,
-            notification,
-            id=notification.workflow_id,
-            task_queue=channel_task_queue(notification.channel, settings.task_queue_prefix),
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            **_visibility(notification),
+        await _start(
+            client, settings, notification, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
         )
     except WorkflowAlreadyStartedError:
         return False
@@ -221,59 +230,28 @@ async def start_resend(client: Client, settings: Settings, notification: Notific
     If the previous run is still finishing, the ``resend`` signal reaches it instead and
     it continues into the same next cycle.
     """
-    await client.start_workflow(
-        WORKFLOW,
+    await _start(
+        client,
+        settings,
         notification,
-        id=workflow_id_for(notification.notification_id),
-        task_queue=channel_task_queue(notification.channel, settings.task_queue_prefix),
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        **_visibility(notification),
         start_signal="resend",
         start_signal_args=[ResendRequest()],
     )
 
 
-async def accept_resend(
-    client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
-) -> None:
-    """Start the next send cycle (see ``start_resend``), then record its ``accepted``."""
-    await start_resend(client, settings, notification)
-    await statuslog.record_accepted(engine, notification)
-
-
-async def accept(
-    client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
-) -> bool:
-    """Start the workflow durably, then record ``accepted``; ``False`` for a known id.
-
-    The start is what makes a notification accepted: a failed ``accepted`` write is only
-    logged, because the workflow writes the same row and event as its first step.
-    """
-    if not await start_notification(client, settings, notification):
-        return False
-    try:
-        await statuslog.record_accepted(engine, notification)
-    except Exception:
-        log.warning(
-            "accepted notification not yet recorded; its workflow will record it",
-            extra={"notification_id": str(notification.notification_id)},
-            exc_info=True,
-        )
-    return True
-
-
 async def find_notifications(
-    engine: AsyncEngine, tenant_id: uuid.UUID, notification_ids: Sequence[uuid.UUID]
+    engine: AsyncEngine, tenant_id: uuid.UUID | None, notification_ids: Sequence[uuid.UUID]
 ) -> dict[uuid.UUID, RowMapping]:
-    """The rows of those of ``notification_ids`` the tenant has, by id (one query)."""
+    """The rows of those of ``notification_ids`` the tenant has (any tenant's with
+    ``tenant_id`` None), by id, in one query."""
     if not notification_ids:
         return {}
+    query = select(Notification.__table__).where(Notification.id.in_(notification_ids))
+    if tenant_id is not None:
+        query = query.where(Notification.tenant_id == tenant_id)
     async with engine.connect() as conn:
-        found = await conn.execute(
-            select(Notification.__table__).where(
-                Notification.tenant_id == tenant_id, Notification.id.in_(notification_ids)
-            )
-        )
+        found = await conn.execute(query)
         return {row["id"]: row for row in found.mappings()}
 
 
@@ -315,37 +293,3 @@ async def start_many(
                 return err
 
     return list(await asyncio.gather(*(start(i, n) for i, n in enumerate(notifications))))
-
-
-async def accept_many(
-    client: Client,
-    engine: AsyncEngine,
-    settings: Settings,
-    notifications: Sequence[NotificationInput],
-    *,
-    concurrency: int,
-    slot: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
-    per_second: float | None = None,
-) -> list[StartOutcome]:
-    """``accept`` for many first cycles: the starts concurrently (``start_many``, paced
-    with ``per_second``), then the ``accepted`` rows of those started now in one
-    statement. As in ``accept``, a failed write is only logged: each workflow writes its
-    own row as its first step."""
-    outcomes = await start_many(
-        client,
-        settings,
-        notifications,
-        concurrency=concurrency,
-        slot=slot,
-        per_second=per_second,
-    )
-    started = [n for n, outcome in zip(notifications, outcomes, strict=True) if outcome is True]
-    try:
-        await statuslog.record_accepted_many(engine, started)
-    except Exception:
-        log.warning(
-            "accepted notifications not yet recorded; their workflows will record them",
-            extra={"count": len(started)},
-            exc_info=True,
-        )
-    return outcomes

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from devtools.devserver import TemporalDevServer
+from devtools.processes import ManagedProcess
 from devtools.sinks import Sinks
 from herald.migrate import drop_database, ensure_database, upgrade
 from herald.ports import free_port
 from herald.settings import Settings
+from tests.bridge.support import FAST_RETRY, bridge_process, wait_consumers
 from tests.harness import (
     Stack,
     Tenant,
@@ -30,13 +32,21 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def temporal_server(run_dir: Path) -> Iterator[TemporalDevServer]:
-    """A real Temporal dev server (file-backed, so it can be restarted)."""
+def api_port() -> int:
+    """The port of this run's API, known before the Temporal server whose UI calls it."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(run_dir: Path, api_port: int) -> Iterator[TemporalDevServer]:
+    """A real Temporal dev server (file-backed, so it can be restarted), its Web UI
+    decoding payloads through the API's codec endpoint."""
     server = TemporalDevServer(
         run_dir / "temporal.db",
         port=free_port(),
         ui_port=free_port(),
         log_file=run_dir / "temporal.log",
+        ui_codec_endpoint=f"http://127.0.0.1:{api_port}/codec",
     ).start()
     yield server
     server.stop()
@@ -51,10 +61,16 @@ def sinks() -> Iterator[Sinks]:
 
 
 @pytest.fixture(scope="session")
-def settings(temporal_server: TemporalDevServer, sinks: Sinks) -> Iterator[Settings]:
+def settings(temporal_server: TemporalDevServer, sinks: Sinks, api_port: int) -> Iterator[Settings]:
     """This run's settings, database migrated, RabbitMQ vhost created."""
     run_id = new_run_id()
-    settings = test_settings(run_id, temporal_server.address, sinks)
+    settings = test_settings(
+        run_id,
+        temporal_server.address,
+        sinks,
+        api_port=api_port,
+        temporal_ui_url=temporal_server.ui_url,
+    )
     asyncio.run(ensure_database(settings.database_url))
     upgrade(settings.database_url)
     rabbitmq_vhost(f"herald-test-{run_id}", create=True)
@@ -97,3 +113,14 @@ async def other_tenant(stack: Stack) -> AsyncIterator[Tenant]:
     made = await _tenant(stack, f"other-{new_run_id()}")
     yield made
     await made.client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def bridge(stack: Stack, run_dir: Path) -> AsyncIterator[ManagedProcess]:
+    """``herald bridge`` consuming this run's vhost; tests that stop it start it again."""
+    process = bridge_process(
+        stack.settings, run_dir / "logs", database_pool_size=5, **FAST_RETRY
+    ).start()
+    await wait_consumers(stack.settings)
+    yield process
+    process.stop(timeout=20)

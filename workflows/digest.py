@@ -12,10 +12,16 @@ How a window ends, and why no request is lost or doubled:
   batches by ``claim_digest_items``, which gives each request to exactly one digest in
   PostgreSQL: a request signalled twice (a client retrying after a lost answer), even
   into a later window, joins only the first digest that claimed it.
+- A request arrives as its id (``herald.digests``): its data stays in its notification
+  row. A request whose row is not written yet (its acceptance still under way) is
+  claimed again a moment later; one still without a row well after the window closed
+  was never accepted (its caller crashed between the signal and the row) and is let go.
 - Once closed, the run takes no more members. It waits out the user's quiet hours if the
   window closed inside them, then ``send_digest`` starts the one notification (id
-  derived from the digest id: a retried or replayed step starts nothing new) with
-  ``items`` (each member's ``data``, oldest first) and ``count``.
+  derived from the digest id: a retried or replayed step starts nothing new) with the
+  digest's id and ``count``; its template gets ``items`` (each member's ``data``, oldest
+  first), read from PostgreSQL when it renders. Nothing that grows with the members'
+  data passes through Temporal.
 - Requests that arrive after the close stay pending in the run. The run ends only with
   nothing pending: otherwise it continues as new with those requests as the first of
   the next window. Temporal refuses to complete (or continue) a run while a signal it
@@ -58,6 +64,10 @@ STEP_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 STEP_TIMEOUT = timedelta(seconds=30)
+# A request whose row is not there yet is claimed again this often, and given up this
+# long after the window closed.
+UNRECORDED_RETRY = timedelta(seconds=2)
+UNRECORDED_GRACE = timedelta(seconds=60)
 
 
 @workflow.defn
@@ -68,6 +78,8 @@ class DigestWorkflow:
         self._pending: list[DigestItem] = []
         self._seen: set[uuid.UUID] = set()
         self._members: list[DigestItem] = []
+        # Signalled, but their rows were not written yet when last claimed.
+        self._unrecorded: list[DigestItem] = []
         self._digest_id: uuid.UUID | None = None
         self._closes_at: datetime | None = None
         self._closed = False
@@ -95,11 +107,12 @@ class DigestWorkflow:
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._pending),
-                    timeout=remaining,
+                    timeout=min(remaining, UNRECORDED_RETRY) if self._unrecorded else remaining,
                     timeout_summary="digest window closes",
                 )
             except TimeoutError:
-                pass
+                self._retry_unrecorded()
+        await self._settle_unrecorded(digest, digest_id, opened_at, closes_at, limit)
         self._closed = True
         notification_id = None
         if self._members:
@@ -141,13 +154,47 @@ class DigestWorkflow:
                 key=digest.key,
                 opened_at=opened_at,
                 closes_at=closes_at,
-                items=[item.notification for item in batch],
+                items=[item.notification for item in batch if item.notification is not None],
+                notification_ids=[item.id for item in batch if item.notification is None],
             ),
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=STEP_RETRY,
         )
         members = set(claimed.notification_ids)
-        self._members += [item for item in batch if item.notification.notification_id in members]
+        unrecorded = set(claimed.unrecorded)
+        # Members keep only their ids and small facts: their data is in PostgreSQL now.
+        self._members += [item.facts for item in batch if item.id in members]
+        self._unrecorded += [item for item in batch if item.id in unrecorded]
+
+    def _retry_unrecorded(self) -> None:
+        """Claim the requests that had no row yet again, ahead of newer ones."""
+        self._pending, self._unrecorded = self._unrecorded + self._pending, []
+
+    async def _settle_unrecorded(
+        self,
+        digest: DigestInput,
+        digest_id: uuid.UUID,
+        opened_at: datetime,
+        closes_at: datetime,
+        limit: int,
+    ) -> None:
+        """After the window: claim the requests still without a row for a while, then let
+        go of those that never got one (never accepted; a retry signals them anew)."""
+        if not self._unrecorded:
+            return
+        give_up = closes_at + UNRECORDED_GRACE
+        while self._unrecorded and len(self._members) < limit and workflow.now() < give_up:
+            await workflow.sleep(UNRECORDED_RETRY, summary="waiting for requests' rows")
+            batch, self._unrecorded = self._unrecorded, []
+            late, self._pending = self._pending, batch
+            await self._claim(digest, digest_id, opened_at, closes_at, limit)
+            self._pending += late
+        for item in self._unrecorded:
+            workflow.logger.warning(
+                "request never recorded; let go", extra={"notification_id": str(item.id)}
+            )
+            self._seen.discard(item.id)
+        self._unrecorded = []
 
     async def _send(self, digest: DigestInput, digest_id: uuid.UUID) -> uuid.UUID:
         """Wait out the user's quiet hours, then start the digest's notification."""
@@ -173,7 +220,7 @@ class DigestWorkflow:
             )
             await workflow.sleep(until - workflow.now(), summary="quiet hours end")
         workflow.set_current_details(f"closed with {len(self._members)} requests; sending")
-        first = self._members[0].notification
+        first = self._members[0]
         notification_id = digest_notification_id(digest_id)
         await workflow.execute_activity_method(
             DigestActivities.send_digest,
@@ -186,11 +233,11 @@ class DigestWorkflow:
                 channel=digest.channel,
                 template=digest.template,
                 locale=first.locale,
-                items=[item.notification.data for item in self._members],
-                item_ids=[item.notification.notification_id for item in self._members],
+                item_ids=[item.id for item in self._members],
                 closed_at=closed_at,
                 waited_until=until,
                 request_id=first.request_id,
+                test=digest.test,
             ),
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=STEP_RETRY,
@@ -200,9 +247,9 @@ class DigestWorkflow:
     @workflow.signal
     def add(self, item: DigestItem) -> None:
         """A request joins this digest, or the next if this one has closed."""
-        if item.notification.notification_id in self._seen:
+        if item.id in self._seen:
             return  # the same request signalled again
-        self._seen.add(item.notification.notification_id)
+        self._seen.add(item.id)
         self._pending.append(item)
 
     @workflow.query

@@ -14,22 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import RowMapping, func, select, tuple_, update
+from sqlalchemy import ColumnElement, RowMapping, and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ApiError, not_found, unprocessable
-from api.schemas_many import BroadcastIn, BroadcastOut, BroadcastPage
-from api.services.paging import decode_cursor, encode_cursor
-from herald import broadcasts, search, submission
-from herald.broadcasts import (
+from api.pagination import NEWEST_FIRST, decode_cursor, encode_cursor
+from api.schemas.broadcasts import BroadcastIn, BroadcastOut, BroadcastPage
+from herald import broadcasts, intake
+from herald.contracts import (
     BroadcastCancel,
     BroadcastDefinition,
     BroadcastInput,
@@ -38,7 +32,6 @@ from herald.broadcasts import (
 )
 from herald.db import Broadcast, Notification, Tenant, Topic
 from herald.settings import Settings
-from herald.temporal import core_task_queue
 from herald.tenants import TenantContext
 
 log = logging.getLogger(__name__)
@@ -78,14 +71,18 @@ def _fingerprint(body: BroadcastIn) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _row(engine: AsyncEngine, tenant_id: uuid.UUID, broadcast_id: uuid.UUID) -> RowMapping:
+def _visible_to(tenant: TenantContext) -> ColumnElement[bool]:
+    """The tenant's broadcasts a key may see: a test key sees only test ones."""
+    mine = Broadcast.tenant_id == tenant.id
+    return and_(mine, Broadcast.test.is_(True)) if tenant.test else mine
+
+
+async def _row(engine: AsyncEngine, tenant: TenantContext, broadcast_id: uuid.UUID) -> RowMapping:
     async with engine.connect() as conn:
         row = (
             (
                 await conn.execute(
-                    select(_BROADCASTS).where(
-                        Broadcast.id == broadcast_id, Broadcast.tenant_id == tenant_id
-                    )
+                    select(_BROADCASTS).where(Broadcast.id == broadcast_id, _visible_to(tenant))
                 )
             )
             .mappings()
@@ -100,13 +97,9 @@ async def _validate(
     engine: AsyncEngine, tenant: TenantContext, body: BroadcastIn
 ) -> tuple[int, datetime]:
     """The audience's size now; 422 for an unknown template or topic."""
-    missing = await submission.missing_templates(engine, tenant.id, body.request_for("broadcast"))
-    if missing:
-        channels = ", ".join(channel.value for channel in missing)
-        raise unprocessable(
-            "template" if body.channel in missing else "fallback",
-            f"no {channels} version of template {body.template!r}; create it first",
-        )
+    (problem,) = await intake.template_problems(engine, tenant, [body.request_for("broadcast")])
+    if problem is not None:
+        raise unprocessable(problem.field, problem.message)
     async with engine.connect() as conn:
         if body.audience.topic is not None:
             found = await conn.execute(
@@ -137,7 +130,7 @@ async def create_broadcast(
     engine, settings = backends.engine, backends.settings
     fingerprint = _fingerprint(body)
     if idempotency_key is not None:
-        broadcast_id = submission.idempotent_id(tenant.id, f"broadcast:{idempotency_key}")
+        broadcast_id = intake.idempotent_id(tenant, f"broadcast:{idempotency_key}")
         replay = await _replay(engine, tenant, broadcast_id, fingerprint)
         if replay is not None:
             return replay
@@ -159,6 +152,7 @@ async def create_broadcast(
         total=total,
         request_hash=fingerprint,
         created_at=now,
+        test=tenant.test,
     )
     job = BroadcastInput(
         broadcast_id=broadcast_id,
@@ -172,7 +166,7 @@ async def create_broadcast(
         request_id=request_id,
         definition=definition,
     )
-    started = await _start(backends.temporal, settings, job)
+    started = await broadcasts.start_broadcast(backends.temporal, settings, job)
     try:
         await broadcasts.write_broadcast(engine, definition)
     except Exception:
@@ -196,44 +190,12 @@ async def _replay(
     engine: AsyncEngine, tenant: TenantContext, broadcast_id: uuid.UUID, fingerprint: str
 ) -> Created | None:
     try:
-        row = await _row(engine, tenant.id, broadcast_id)
+        row = await _row(engine, tenant, broadcast_id)
     except ApiError:
         return None
     if row["request_hash"] != fingerprint:
         raise ApiError(409, "Idempotency-Key was already used with a different request body")
     return Created(await _with_counts(engine, row), created=False)
-
-
-async def _start(client: Client, settings: Settings, job: BroadcastInput) -> bool:
-    """Durably start the workflow; False if this broadcast id was started before."""
-    try:
-        await client.start_workflow(
-            broadcasts.WORKFLOW,
-            job,
-            id=job.workflow_id,
-            task_queue=core_task_queue(settings),
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(search.STATUS, BroadcastStatus.running.value),
-                    SearchAttributePair(search.CHANNEL, job.channel.value),
-                    SearchAttributePair(search.TEMPLATE, job.template),
-                    SearchAttributePair(search.TENANT, job.tenant),
-                    SearchAttributePair(search.BROADCAST_STARTED, 0),
-                ]
-            ),
-            static_summary=(
-                f"broadcast · {job.channel.value} · template {job.template} · tenant {job.tenant}"
-            ),
-            static_details=(
-                f"**broadcast** `{job.broadcast_id}`\n\n"
-                f"**audience** {job.definition.total if job.definition else '?'} recipients "
-                f"at {job.rate_per_second:g}/s"
-            ),
-        )
-    except WorkflowAlreadyStartedError:
-        return False
-    return True
 
 
 async def _counts(engine: AsyncEngine, broadcast_id: uuid.UUID) -> dict[str, int]:
@@ -268,7 +230,7 @@ async def get_broadcast(
 ) -> BroadcastOut:
     """The broadcast with its progress: ``started`` and the outcomes add up (see
     ``BroadcastOut``)."""
-    return await _with_counts(engine, await _row(engine, tenant.id, broadcast_id))
+    return await _with_counts(engine, await _row(engine, tenant, broadcast_id))
 
 
 async def list_broadcasts(
@@ -280,12 +242,13 @@ async def list_broadcasts(
     cursor: str | None = None,
 ) -> BroadcastPage:
     """The tenant's broadcasts, newest first, each with its progress."""
-    query = select(_BROADCASTS).where(Broadcast.tenant_id == tenant.id)
+    query = select(_BROADCASTS).where(_visible_to(tenant))
     if status is not None:
         query = query.where(Broadcast.status == status.value)
     if cursor is not None:
         query = query.where(
-            tuple_(Broadcast.created_at, Broadcast.id) < tuple_(*decode_cursor(cursor))
+            tuple_(Broadcast.created_at, Broadcast.id)
+            < tuple_(*decode_cursor(cursor, *NEWEST_FIRST))
         )
     query = query.order_by(Broadcast.created_at.desc(), Broadcast.id.desc()).limit(limit + 1)
     async with engine.connect() as conn:
@@ -312,13 +275,13 @@ async def cancel_broadcast(
             update(Broadcast)
             .where(
                 Broadcast.id == broadcast_id,
-                Broadcast.tenant_id == tenant.id,
+                _visible_to(tenant),
                 Broadcast.status == BroadcastStatus.running.value,
             )
             .values(cancel_requested_at=func.coalesce(Broadcast.cancel_requested_at, func.now()))
         )
     if not updated.rowcount:
-        row = await _row(engine, tenant.id, broadcast_id)
+        row = await _row(engine, tenant, broadcast_id)
         raise ApiError(409, f"broadcast is already {row['status']}; nothing to cancel")
     handle = backends.temporal.get_workflow_handle(broadcast_workflow_id(broadcast_id))
     try:

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from sqlalchemy import RowMapping, select, tuple_
+from sqlalchemy import ColumnElement, RowMapping, and_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.backends import Backends
 from api.context import request_id_var
 from api.errors import ApiError, not_found, unprocessable
-from api.schemas import EventOut, NotificationOut, NotificationPage
-from api.services.paging import decode_cursor, encode_cursor
-from herald import digests, submission
+from api.pagination import NEWEST_FIRST, decode_cursor, encode_cursor
+from api.schemas.notifications import EventOut, NotificationOut, NotificationPage
+from herald import digests
 from herald.contracts import (
     CancelRequest,
     Channel,
@@ -27,6 +26,7 @@ from herald.contracts import (
     workflow_id_for,
 )
 from herald.db import Notification, NotificationEvent
+from herald.intake import Accepted, Conflict, Invalid, Outcome, Replayed, Submission, Unstarted
 from herald.settings import Settings
 from herald.tenants import TenantContext
 
@@ -47,32 +47,27 @@ def _out(row: RowMapping) -> NotificationOut:
     return NotificationOut.model_validate(digests.notification_view(row))
 
 
+def visible_to(tenant: TenantContext) -> ColumnElement[bool]:
+    """The tenant's notifications a key may see: a test key sees only test ones."""
+    mine = Notification.tenant_id == tenant.id
+    return and_(mine, Notification.test.is_(True)) if tenant.test else mine
+
+
 async def _row(
-    engine: AsyncEngine, tenant_id: uuid.UUID, notification_id: uuid.UUID
+    engine: AsyncEngine, tenant: TenantContext, notification_id: uuid.UUID
 ) -> RowMapping | None:
     async with engine.connect() as conn:
         return (
             (
                 await conn.execute(
                     digests.notifications_select().where(
-                        Notification.id == notification_id, Notification.tenant_id == tenant_id
+                        Notification.id == notification_id, visible_to(tenant)
                     )
                 )
             )
             .mappings()
             .first()
         )
-
-
-async def _replay(
-    engine: AsyncEngine, tenant: TenantContext, notification_id: uuid.UUID, fingerprint: str
-) -> Submitted | None:
-    row = await _row(engine, tenant.id, notification_id)
-    if row is None:
-        return None
-    if row["request_hash"] != fingerprint:
-        raise ApiError(409, "Idempotency-Key was already used with a different request body")
-    return Submitted(_out(row), created=False)
 
 
 def _accepted_view(notification: NotificationInput) -> NotificationOut:
@@ -103,67 +98,36 @@ async def submit(
     idempotency_key: str | None,
     request_id: str | None,
 ) -> Submitted:
-    """Validate, start the workflow durably, then record ``accepted``; 503 with
-    ``Retry-After`` when the process is already starting as many as it may (a replay of
-    an Idempotency-Key starts nothing and is answered regardless)."""
-    engine, settings = backends.engine, backends.settings
-    fingerprint = submission.request_hash(request)
-    if idempotency_key is not None and tenant.test:
-        # Test and live keys of one tenant never replay each other's notifications.
-        idempotency_key = f"test:{idempotency_key}"
-    if idempotency_key is not None:
-        notification_id = submission.idempotent_id(tenant.id, idempotency_key)
-        replay = await _replay(engine, tenant, notification_id, fingerprint)
-        if replay is not None:
-            return replay
-    else:
-        notification_id = uuid.uuid4()
-    missing = await submission.missing_templates(engine, tenant.id, request)
-    if missing:
-        channels = ", ".join(channel.value for channel in missing)
-        raise unprocessable(
-            "template" if request.channel in missing else "fallback",
-            f"no {channels} version of template {request.template!r}; create it first",
-        )
-    notification = submission.build_input(
-        settings,
-        notification_id=notification_id,
-        tenant_id=tenant.id,
-        tenant=tenant.name,
-        request=request,
-        idempotency_key=idempotency_key,
-        request_id=request_id,
-        test=tenant.test,
+    """Accept one request through the intake; 503 with ``Retry-After`` when the process
+    is already starting as many as it may (a replay of an Idempotency-Key starts nothing
+    and is answered regardless)."""
+    outcome = await backends.intake.accept_one(
+        tenant, Submission(request, idempotency_key=idempotency_key), request_id=request_id
     )
-    # A request with a digest joins its digest instead of starting a notification.
-    accept = digests.accept if digests.joins_digest(request) else submission.accept
-    async with backends.admission.slot():
-        started = await accept(backends.temporal, engine, settings, notification)
-    if not started:
-        # The same Idempotency-Key raced us: answer with the one that won.
-        for _ in range(50):
-            replay = await _replay(engine, tenant, notification_id, fingerprint)
-            if replay is not None:
-                return replay
-            await asyncio.sleep(0.1)
-        raise ApiError(409, "a request with this Idempotency-Key is still being accepted; retry")
-    log.info(
-        "notification accepted",
-        extra={
-            "notification_id": str(notification_id),
-            "tenant": tenant.name,
-            "channel": request.channel.value,
-            "template": request.template,
-        },
-    )
-    return Submitted(_accepted_view(notification), created=True)
+    return await answer(backends.engine, tenant, outcome)
+
+
+async def answer(engine: AsyncEngine, tenant: TenantContext, outcome: Outcome) -> Submitted:
+    """The REST answer to one intake outcome: the notification, or the error to raise."""
+    match outcome:
+        case Accepted(notification=notification):
+            return Submitted(_accepted_view(notification), created=True)
+        case Replayed(notification_id=notification_id):
+            return Submitted(await get_notification(engine, tenant, notification_id), False)
+        case Conflict(message=message):
+            raise ApiError(409, message)
+        case Invalid(field=field, message=message):
+            raise unprocessable(field, message)
+        case Unstarted(error=error):
+            raise error
+    raise AssertionError(f"unknown intake outcome {outcome!r}")
 
 
 async def get_notification(
     engine: AsyncEngine, tenant: TenantContext, notification_id: uuid.UUID
 ) -> NotificationOut:
     """One notification of this tenant."""
-    row = await _row(engine, tenant.id, notification_id)
+    row = await _row(engine, tenant, notification_id)
     if row is None:
         raise not_found(f"notification {notification_id}")
     return _out(row)
@@ -205,7 +169,7 @@ async def list_notifications(
     broadcast_id: uuid.UUID | None = None,
 ) -> NotificationPage:
     """Newest first, filtered, one page at a time."""
-    query = digests.notifications_select().where(Notification.tenant_id == tenant.id)
+    query = digests.notifications_select().where(visible_to(tenant))
     if template is not None:
         query = query.where(Notification.template == template)
     if broadcast_id is not None:
@@ -217,7 +181,7 @@ async def list_notifications(
     if user_id is not None:
         query = query.where(Notification.user_id == user_id)
     if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
+        created_at, last_id = decode_cursor(cursor, *NEWEST_FIRST)
         query = query.where(
             tuple_(Notification.created_at, Notification.id) < tuple_(created_at, last_id)
         )
@@ -256,8 +220,7 @@ async def resend(
     backends: Backends, tenant: TenantContext, notification_id: uuid.UUID
 ) -> NotificationOut:
     """Start a new send cycle of a notification that has ended."""
-    engine = backends.engine
-    row = await _row(engine, tenant.id, notification_id)
+    row = await _row(backends.engine, tenant, notification_id)
     if row is None:
         raise not_found(f"notification {notification_id}")
     if row["digest_id"] is not None:
@@ -266,25 +229,9 @@ async def resend(
         )
     if not Status(row["status"]).terminal:
         raise ApiError(409, f"notification is still {row['status']}; resend it once it has ended")
-    request = NotificationRequest(
-        channel=row["channel"],
-        user_id=row["user_id"],
-        template=row["template"],
-        locale=row["locale"],
-        data=row["data"],
-        fallback=row["fallback"] or [],
+    notification = await backends.intake.resend(
+        row, tenant=tenant.name, request_id=request_id_var.get()
     )
-    notification = submission.build_input(
-        backends.settings,
-        notification_id=notification_id,
-        tenant_id=tenant.id,
-        tenant=tenant.name,
-        request=request,
-        request_id=request_id_var.get(),
-        cycle=row["cycle"] + 1,
-        test=row["test"],
-    )
-    await submission.accept_resend(backends.temporal, engine, backends.settings, notification)
     return _accepted_view(notification).model_copy(update={"cycle": notification.cycle})
 
 

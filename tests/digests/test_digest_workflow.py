@@ -3,7 +3,8 @@ workflow runs in Temporal's sandbox here): a window collects requests in order; 
 closes it early and hands the rest to the next window; a request signalled twice, or
 claimed by another digest, is one item; a request arriving while the digest is being
 sent, or after it ended, opens the next one; a digest closing inside quiet hours waits
-until they end."""
+until they end; requests travel as ids (their data stays in their rows), a request whose
+row comes late is still taken in, one that never gets a row is let go."""
 
 from __future__ import annotations
 
@@ -54,9 +55,11 @@ class Sent:
 
 @dataclass
 class FakeDigestSteps:
-    """The digest's activities: claims kept in memory as PostgreSQL keeps them."""
+    """The digest's activities: rows and claims kept in memory as PostgreSQL keeps them."""
 
     recipient: Recipient = field(default_factory=lambda: Recipient(address="ada@example.com"))
+    # Each request's row (its data), written by whoever accepted it.
+    rows: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     owner: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
     sent: list[Sent] = field(default_factory=list)
     # Set to hold ``send_digest`` until the test lets it go.
@@ -65,13 +68,16 @@ class FakeDigestSteps:
 
     @activity.defn(name="claim_digest_items")
     async def claim_digest_items(self, claim: DigestClaim) -> DigestClaimed:
-        """Each request goes to the first digest that claims it."""
-        ids = []
-        for item in claim.items:
-            owner = self.owner.setdefault(item.notification_id, claim.digest_id)
-            if owner == claim.digest_id:
-                ids.append(item.notification_id)
-        return DigestClaimed(notification_ids=ids)
+        """Each request goes to the first digest that claims it, once its row is there."""
+        for item in claim.items:  # signalled whole: the claim writes the row
+            self.rows.setdefault(item.notification_id, item.data)
+        ids, unrecorded = [], []
+        for notification_id in [i.notification_id for i in claim.items] + claim.notification_ids:
+            if notification_id not in self.rows:
+                unrecorded.append(notification_id)
+            elif self.owner.setdefault(notification_id, claim.digest_id) == claim.digest_id:
+                ids.append(notification_id)
+        return DigestClaimed(notification_ids=ids, unrecorded=unrecorded)
 
     @activity.defn(name="load_recipient")
     async def load_recipient(self, lookup: RecipientLookup) -> Recipient:
@@ -88,7 +94,8 @@ class FakeDigestSteps:
             self.sent.append(Sent(close, activity.info().started_time))
 
     def items(self) -> list[list[Any]]:
-        return [[item["n"] for item in s.close.items] for s in self.sent]
+        """Each digest's members' ``n``, read from their rows as the render step does."""
+        return [[self.rows[i]["n"] for i in s.close.item_ids] for s in self.sent]
 
 
 @asynccontextmanager
@@ -111,6 +118,8 @@ class Requests:
     client: Client
     settings: Settings
     now: datetime
+    # The accepted rows: ``send`` writes each request's after its signal, as the API does.
+    rows: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
     key: str = "comments"
     tenant_id: uuid.UUID = field(default_factory=uuid.uuid4)
     window: int = WINDOW
@@ -133,8 +142,10 @@ class Requests:
 
     handle: WorkflowHandle[Any, Any] | None = None
 
-    async def send(self, request: NotificationInput) -> NotificationInput:
+    async def send(self, request: NotificationInput, *, recorded: bool = True) -> NotificationInput:
         self.handle = await signal_digest(self.client, self.settings, request)
+        if recorded:
+            self.rows[request.notification_id] = request.data
         return request
 
     async def result(self) -> DigestOutcome:
@@ -150,7 +161,7 @@ async def test_a_window_collects_every_request_in_order_and_sends_once_when_it_c
 ) -> None:
     steps = FakeDigestSteps()
     async with running(env, steps) as settings:
-        requests = Requests(env.client, settings, await env.get_current_time())
+        requests = Requests(env.client, settings, await env.get_current_time(), rows=steps.rows)
         opened = await env.get_current_time()
         sent = [await requests.send(requests.make(n)) for n in range(50)]
         outcome = await requests.result()
@@ -169,7 +180,9 @@ async def test_max_items_closes_early_and_the_rest_open_the_next_window(
 ) -> None:
     steps = FakeDigestSteps()
     async with running(env, steps) as settings:
-        requests = Requests(env.client, settings, await env.get_current_time(), max_items=5)
+        requests = Requests(
+            env.client, settings, await env.get_current_time(), max_items=5, rows=steps.rows
+        )
         opened = await env.get_current_time()
         for n in range(7):
             await requests.send(requests.make(n))
@@ -188,7 +201,7 @@ async def test_a_request_signalled_twice_or_claimed_by_another_digest_is_one_ite
     steps = FakeDigestSteps()
     elsewhere = uuid.uuid4()
     async with running(env, steps) as settings:
-        requests = Requests(env.client, settings, await env.get_current_time())
+        requests = Requests(env.client, settings, await env.get_current_time(), rows=steps.rows)
         taken = requests.make(99)
         steps.owner[taken.notification_id] = uuid.uuid4()  # another digest has it
         twice = requests.make(1, notification_id=elsewhere)
@@ -207,7 +220,9 @@ async def test_a_request_while_the_digest_is_being_sent_opens_the_next_one(
 ) -> None:
     steps = FakeDigestSteps(hold_send=asyncio.Event())
     async with running(env, steps) as settings:
-        requests = Requests(env.client, settings, await env.get_current_time(), window=60)
+        requests = Requests(
+            env.client, settings, await env.get_current_time(), window=60, rows=steps.rows
+        )
         await requests.send(requests.make(1))
         chain = asyncio.create_task(requests.result())  # lets time skip to the close
         await asyncio.wait_for(steps.sending.wait(), 30)
@@ -222,7 +237,9 @@ async def test_a_request_while_the_digest_is_being_sent_opens_the_next_one(
 async def test_a_request_after_the_digest_ended_opens_a_new_one(env: WorkflowEnvironment) -> None:
     steps = FakeDigestSteps()
     async with running(env, steps) as settings:
-        requests = Requests(env.client, settings, await env.get_current_time(), window=60)
+        requests = Requests(
+            env.client, settings, await env.get_current_time(), window=60, rows=steps.rows
+        )
         await requests.send(requests.make(1))
         first = await requests.result()
         await requests.send(requests.make(2))
@@ -245,7 +262,7 @@ async def test_a_digest_closing_inside_quiet_hours_waits_until_they_end(
         )
     )
     async with running(env, steps) as settings:
-        requests = Requests(env.client, settings, now, window=60)
+        requests = Requests(env.client, settings, now, window=60, rows=steps.rows)
         await requests.send(requests.make(1))
         await requests.result()
 
@@ -253,3 +270,40 @@ async def test_a_digest_closing_inside_quiet_hours_waits_until_they_end(
     quiet_end = end.replace(second=0, microsecond=0)
     assert quiet_end <= only.at < quiet_end + timedelta(seconds=30)
     assert only.close.waited_until == quiet_end
+
+
+async def test_requests_travel_as_ids_and_one_without_a_row_yet_is_taken_in_when_it_comes(
+    env: WorkflowEnvironment,
+) -> None:
+    steps = FakeDigestSteps()
+    async with running(env, steps) as settings:
+        requests = Requests(env.client, settings, await env.get_current_time(), rows=steps.rows)
+        await requests.send(requests.make(0))
+        late = await requests.send(requests.make(1), recorded=False)
+        await requests.send(requests.make(2))
+        history = requests.handle
+        assert history is not None
+        await asyncio.sleep(1)
+        steps.rows[late.notification_id] = late.data  # its acceptance finishes
+        await requests.result()
+        events = [e async for e in history.fetch_history_events()]
+
+    assert sorted(steps.items()[0]) == [0, 1, 2]
+    # The signals carried ids, never the requests' data.
+    signals = [e for e in events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert len(signals) == 3
+    assert all(b'"data"' not in e.SerializeToString() for e in signals)
+
+
+async def test_a_request_that_never_gets_a_row_is_let_go_and_the_others_are_sent(
+    env: WorkflowEnvironment,
+) -> None:
+    steps = FakeDigestSteps()
+    async with running(env, steps) as settings:
+        requests = Requests(env.client, settings, await env.get_current_time(), rows=steps.rows)
+        await requests.send(requests.make(0))
+        await requests.send(requests.make(1), recorded=False)  # its caller crashed
+        outcome = await requests.result()
+
+    assert steps.items() == [[0]]
+    assert outcome.count == 1

@@ -239,3 +239,33 @@ async def test_an_open_digest_is_scheduled_in_temporal_and_not_stuck(
 
     stuck = await find_stuck(client, settings, timedelta(0))
     assert execution.id not in {row.workflow_id for row in stuck}
+
+
+async def test_forty_requests_of_sixty_kilobytes_each_become_one_email_counting_forty(
+    tenant: Tenant, sinks: Sinks
+) -> None:
+    # 40 x 60 KB is more than Temporal's 2 MB payload limit: only ids may travel there.
+    user = await tenant.user()
+    template = await tenant.template(
+        "email",
+        "<ul>{% for item in items %}<li>{{ item.n }}:{{ item.blob | length }}</li>"
+        "{% endfor %}</ul>",
+        "{{ count }} updates",
+    )
+    blob = "x" * 60_000
+    ids = [
+        await tenant.send(
+            "email",
+            user["id"],
+            template,
+            {"n": n, "blob": blob},
+            digest={"key": "big", "window_seconds": 5},
+        )
+        for n in range(40)
+    ]
+
+    (mail,) = await _emails(sinks, user["email"], 1, timeout=120)
+    assert mail.subject == "40 updates"
+    assert _items(mail) == [f"{n}:60000" for n in range(40)]
+    for nid in ids:
+        assert (await wait_for_status(tenant.client, nid, ["sent"]))["status"] == "sent"
