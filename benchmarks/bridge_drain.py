@@ -32,7 +32,7 @@ from herald.producer import NotificationProducer
 from herald.settings import Settings
 from herald.tenants import create_api_key
 from tests.bridge.support import vhost, wait_consumers
-from tests.harness import Stack, Tenant, rabbitmq_vhost
+from tests.harness import Stack, Tenant, producer_settings, rabbitmq_vhost
 
 _POLL = 0.2
 
@@ -78,7 +78,8 @@ async def measure(stack: Stack, count: int, sinks: Sinks) -> dict[str, float]:
         for i in range(count)
     ]
     published = time.perf_counter()
-    async with NotificationProducer(settings=settings) as producer:
+    as_producer = await producer_settings(settings, name)
+    async with NotificationProducer(settings=as_producer) as producer:
         await producer.publish_many(batch)
     publish_seconds = time.perf_counter() - published
 

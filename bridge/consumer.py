@@ -1,6 +1,11 @@
 """The consumers: one per ingest queue, each on its own channel with bounded prefetch,
 acknowledging a message only once its workflow start is durable.
 
+- A message belongs to the tenant mapped to the AMQP user that published it: its
+  ``user_id`` property, which RabbitMQ checks against the publishing connection's user
+  (``herald.producers``). A message without one, or from a user that is not a producer,
+  is dead-lettered as from an unauthenticated producer; the body's ``tenant``, if any, is
+  only checked against the producer's (by the ingest).
 - A message is handled in its own task, so a slow start never blocks its queue; at most
   ``bridge_prefetch`` messages per queue are in flight.
 - An outage (PostgreSQL, Temporal, RabbitMQ for dead-letters) keeps the message unacked
@@ -45,9 +50,12 @@ from bridge.ingest import Ingest, InvalidMessage, Outcome, is_transient
 from herald import amqp
 from herald.backoff import Stopped, retry
 from herald.contracts import Channel
+from herald.dataerrors import is_data_error
 from herald.logs import log_context
 from herald.metrics import QUEUE_MESSAGES, QUEUE_START_LATENCY
+from herald.producers import ProducerCache
 from herald.settings import Settings
+from herald.tenants import TenantContext
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +63,14 @@ log = logging.getLogger(__name__)
 _REASON_LIMIT = 1_000
 # A consumer that stays detached this many watchdog rounds gets a new connection.
 _DETACHED_ROUNDS = 3
-# Headers that describe one trip through the queues, not the request.
-_TRIP_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange")
+# Headers that describe one trip through the queues, not the request; and the producer
+# header, which only the bridge writes (a producer's own value is never kept).
+_TRIP_HEADERS = (
+    "x-delivery-count",
+    "x-death",
+    "x-first-death-exchange",
+    amqp.PRODUCER_HEADER,
+)
 
 
 @dataclass
@@ -118,10 +132,12 @@ class Bridge:
         self,
         settings: Settings,
         ingest: Ingest,
+        producers: ProducerCache,
         dead_letters: amqp.Publisher,
         ready: threading.Event | None = None,
     ) -> None:
         self._settings = settings
+        self._producers = producers
         # Set while every consumer is attached (the metrics port's /readyz).
         self._ready = ready or threading.Event()
         self._ingest = ingest
@@ -284,21 +300,48 @@ class Bridge:
     async def _process(self, kind: Channel, message: AbstractIncomingMessage) -> Outcome:
         try:
             return await self._ingest.submit(
-                message.body, kind, request_id=message.correlation_id or message.message_id
+                message.body,
+                kind,
+                producer=await self._producer(message),
+                request_id=message.correlation_id or message.message_id,
             )
         except InvalidMessage as err:
             await self._dead_letter(kind, message, str(err))
             return Outcome.dead_lettered
 
+    async def _producer(self, message: AbstractIncomingMessage) -> TenantContext:
+        """The tenant of the AMQP user that published ``message``; raises
+        :class:`InvalidMessage` for a message no producer can be held to."""
+        user = message.user_id
+        if not user:
+            raise InvalidMessage(
+                "unauthenticated producer: the message has no user_id property "
+                "(publish with user_id set to your AMQP user, as herald.producer does)"
+            )
+        producer = await self._producers.tenant_for(user)
+        if producer is None:
+            raise InvalidMessage(
+                f"unauthenticated producer: AMQP user {user!r} is not mapped to a tenant "
+                "(herald producer add)"
+            )
+        return producer
+
     async def _dead_letter(
         self, kind: Channel, message: AbstractIncomingMessage, reason: str
     ) -> None:
-        """Publish the message unchanged to ``herald.dead`` with why; confirmed."""
+        """Publish the message unchanged to ``herald.dead`` with why; confirmed.
+
+        The copy is the bridge's own publish (its ``user_id`` is the bridge's user), so the
+        producer's authenticated user travels in ``x-herald-producer``: a replay sends as
+        the producer it came from, whoever replays it.
+        """
         headers: dict[str, Any] = {
             key: value for key, value in (message.headers or {}).items() if key not in _TRIP_HEADERS
         }
         headers[amqp.ERROR_HEADER] = reason[:_REASON_LIMIT]
         headers[amqp.QUEUE_HEADER] = amqp.request_queue(kind)
+        if message.user_id:
+            headers[amqp.PRODUCER_HEADER] = message.user_id
         copy = aio_pika.Message(
             message.body,
             headers=headers,
@@ -332,6 +375,12 @@ class Bridge:
         log.error("unexpected error handling a message", extra=context, exc_info=err)
         deliveries = _deliveries(message) + 1
         try:
+            if is_data_error(err):
+                # Data a store refused is the message's fault: no delivery will do better.
+                reason = f"refused as data: {type(err).__name__}: {err}"
+                await self._dead_letter(kind, message, reason)
+                await self._ack(message, Outcome.dead_lettered, context)
+                return
             if deliveries >= self._settings.bridge_delivery_limit:
                 reason = f"gave up after {deliveries} deliveries: {type(err).__name__}: {err}"
                 await self._dead_letter(kind, message, reason)

@@ -5,9 +5,16 @@ Listing takes messages without acknowledging them and closes the channel, so eve
 of them goes back to its queue. Replaying acknowledges a message only after its replay
 is durable:
 
-- from ``herald.dead``: the original body is published again (confirmed) to
-  ``herald.requests`` with its channel's routing key; the bridge validates it afresh and
-  dead-letters it again if it is still invalid;
+- from ``herald.dead``: the original body is submitted again through the bridge's
+  ingest, for the tenant of the producer that first published it. A message still
+  invalid, or whose producer is not (or no longer) mapped, stays where it is with the
+  reason. It is not republished: RabbitMQ accepts a ``user_id`` only if it is the
+  publishing connection's own user (another one needs the ``impersonator`` tag), so a
+  republished copy could carry only the replayer's identity; neither that nor the
+  body's ``tenant`` field may decide whose the request is. The producer is the
+  message's ``user_id`` when RabbitMQ dead-lettered it (it keeps the original
+  properties), and ``x-herald-producer`` when the bridge did (its copy is the bridge's
+  publish; the bridge writes that header itself);
 - from ``herald.failed``: the notification gets its next send cycle (as ``POST
   /v1/notifications/{id}/resend`` does), but only if it is still ``failed`` in that
   cycle. A copy whose notification has moved on is stale and is dropped, so replaying
@@ -18,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -32,9 +38,12 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
+from bridge.ingest import Ingest, InvalidMessage
 from herald import amqp, submission
-from herald.contracts import Channel, FailedNotification, NotificationRequest, Status
+from herald.contracts import Channel, FailedNotification, Status
 from herald.db import make_engine
+from herald.intake import Intake
+from herald.producers import producer_tenant
 from herald.settings import Settings
 from herald.temporal import connect
 
@@ -78,7 +87,7 @@ def reason_of(message: AbstractIncomingMessage) -> str:
 def _body(message: AbstractIncomingMessage) -> dict[str, Any]:
     try:
         body = json.loads(message.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what a reader takes
         return {}
     return body if isinstance(body, dict) else {}
 
@@ -150,10 +159,21 @@ async def list_dead(
     return found
 
 
+def producer_of(message: AbstractIncomingMessage) -> str | None:
+    """The authenticated AMQP user that published the request a dead message holds."""
+    headers = message.headers or {}
+    if "x-death" in headers:
+        # RabbitMQ dead-lettered it (delivery limit): the original publish's properties,
+        # checked by the broker then; its headers are the producer's own.
+        return message.user_id or None
+    producer = headers.get(amqp.PRODUCER_HEADER)
+    return _text(producer) if producer else None
+
+
 class ReplayResult(StrEnum):
     """What a replay did with one message."""
 
-    republished = "republished"
+    resubmitted = "resubmitted"
     resent = "resent"
     stale = "stale"
     kept = "kept"
@@ -173,13 +193,11 @@ class Replayer:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._publisher = amqp.Publisher(settings, name="herald-replay")
         self._temporal: Client | None = None
         self._engine: AsyncEngine | None = None
 
     async def close(self) -> None:
         """Release connections."""
-        await self._publisher.close()
         if self._engine is not None:
             await self._engine.dispose()
 
@@ -188,26 +206,38 @@ class Replayer:
         entry = describe(queue, message)
         if queue == amqp.FAILED:
             return await self._resend(entry, message)
-        return await self._republish(entry, message)
+        return await self._resubmit(entry, message)
 
-    async def _republish(self, entry: DeadMessage, message: AbstractIncomingMessage) -> Replayed:
+    async def _resubmit(self, entry: DeadMessage, message: AbstractIncomingMessage) -> Replayed:
         if entry.channel is None:
             return Replayed(entry, ReplayResult.kept, "no channel to route it by; left in place")
-        headers = {
-            key: value
-            for key, value in (message.headers or {}).items()
-            if not key.startswith("x-death")
-            and not key.startswith("x-first-death")
-            and key not in (amqp.ERROR_HEADER, amqp.QUEUE_HEADER, "x-delivery-count")
-        }
-        copy = amqp.json_message(
-            message.body,
-            message_id=entry.message_id or entry.notification_id or uuid.uuid4().hex,
-            headers=headers,
-            correlation_id=message.correlation_id,
+        user = producer_of(message)
+        if user is None:
+            return Replayed(
+                entry, ReplayResult.kept, "no authenticated producer recorded; left in place"
+            )
+        temporal, engine = await self._backends()
+        producer = await producer_tenant(engine, user)
+        if producer is None:
+            return Replayed(
+                entry,
+                ReplayResult.kept,
+                f"AMQP user {user!r} is not mapped to a tenant (herald producer add); "
+                "left in place",
+            )
+        ingest = Ingest(self._settings, temporal, engine)
+        try:
+            outcome = await ingest.submit(
+                message.body,
+                Channel(entry.channel),
+                producer=producer,
+                request_id=message.correlation_id or entry.message_id or None,
+            )
+        except InvalidMessage as err:
+            return Replayed(entry, ReplayResult.kept, f"still invalid: {err}; left in place")
+        return Replayed(
+            entry, ReplayResult.resubmitted, f"{outcome.value} for tenant {producer.name}"
         )
-        await self._publisher.publish(amqp.REQUESTS_EXCHANGE, entry.channel, copy)
-        return Replayed(entry, ReplayResult.republished, f"to {amqp.request_queue(entry.channel)}")
 
     async def _backends(self) -> tuple[Client, AsyncEngine]:
         if self._temporal is None:
@@ -231,19 +261,10 @@ class Replayer:
                 ReplayResult.stale,
                 f"already moved on (now {row['status']}, cycle {row['cycle']}); dropped",
             )
-        request = NotificationRequest.model_validate(
-            failed.model_dump(include=set(NotificationRequest.model_fields))
+        # The row says whose it is and in which mode it was made, never the message body.
+        notification = await Intake(temporal, engine, self._settings).resend(
+            row, tenant=failed.tenant
         )
-        notification = submission.build_input(
-            self._settings,
-            notification_id=failed.id,
-            tenant_id=failed.tenant_id,
-            tenant=failed.tenant,
-            request=request,
-            cycle=failed.cycle + 1,
-            test=row["test"],
-        )
-        await submission.accept_resend(temporal, engine, self._settings, notification)
         return Replayed(entry, ReplayResult.resent, f"send cycle {notification.cycle} started")
 
 

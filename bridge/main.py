@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from contextlib import AsyncExitStack
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -18,7 +18,8 @@ from bridge.depth import sample_queue_depths
 from bridge.ingest import Ingest
 from herald import amqp
 from herald.db import make_engine
-from herald.metrics import start_process_metrics
+from herald.producers import ProducerCache
+from herald.runtime import service
 from herald.settings import Settings
 from herald.temporal import connect_when_available
 
@@ -40,33 +41,24 @@ async def _temporal(
 
 async def run_bridge(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume until ``stop`` is set (or a signal arrives), then shut down gracefully."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    metrics, runtime = start_process_metrics(settings)
-    temporal = await _temporal(settings, stop, runtime)
-    if temporal is None:
-        return
-    engine = make_engine(settings)
-    dead_letters = amqp.Publisher(settings, name="herald-bridge-dead-letters")
-    bridge = Bridge(
-        settings,
-        Ingest(settings, temporal, engine),
-        dead_letters,
-        ready=metrics.ready if metrics else None,
-    )
-    try:
-        if await bridge.start(stop):
+    async with service("bridge", settings, stop) as running, AsyncExitStack() as closing:
+        temporal = await _temporal(settings, running.stop, running.runtime)
+        if temporal is None:
+            return
+        engine = make_engine(settings)
+        closing.push_async_callback(engine.dispose)
+        dead_letters = amqp.Publisher(settings, name="herald-bridge-dead-letters")
+        closing.push_async_callback(dead_letters.close)
+        bridge = Bridge(
+            settings,
+            Ingest(settings, temporal, engine),
+            ProducerCache(engine),
+            dead_letters,
+            ready=running.ready_event(),
+        )
+        if await bridge.start(running.stop):
             log.info("bridge started", extra={"prefetch": settings.bridge_prefetch})
             depths = asyncio.create_task(sample_queue_depths(settings))
-            await stop.wait()
+            await running.stop.wait()
             depths.cancel()
             await bridge.stop()
-    finally:
-        await dead_letters.close()
-        await engine.dispose()
-        if metrics:
-            metrics.stop()
-    log.info("bridge stopped")

@@ -14,6 +14,10 @@ worker:
 - fanout exchange and quorum queue ``herald.failed``: notifications whose retries are
   exhausted (:class:`herald.contracts.FailedNotification`). Downstream consumers bind
   their own queues to the exchange; the queue keeps them for ``herald dead replay``.
+
+Every message Herald publishes carries ``user_id``, the AMQP user of its connection.
+RabbitMQ refuses a publish whose ``user_id`` is not the connection's user, so the bridge
+can take it as the producer's authenticated identity (``herald.producers``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,13 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
-    AbstractMessage,
     AbstractQueue,
 )
 from aio_pika.exceptions import (
@@ -50,6 +54,11 @@ FAILED = "herald.failed"
 ERROR_HEADER = "x-herald-error"
 # Where a message the bridge dead-lettered itself was consumed from.
 QUEUE_HEADER = "x-herald-queue"
+# The authenticated AMQP user who published a message the bridge dead-lettered itself
+# (the copy is the bridge's publish, so its own ``user_id`` is the bridge's user).
+PRODUCER_HEADER = "x-herald-producer"
+# Whom AMQP clients (aio-pika included) log in as when the URL names no user.
+DEFAULT_USER = "guest"
 JSON = "application/json"
 
 _QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
@@ -107,14 +116,40 @@ async def setup(settings: Settings) -> dict[Channel, str]:
         await connection.close()
 
 
+def url_user(url: str) -> str:
+    """The AMQP user a connection to ``url`` logs in as."""
+    username = urlsplit(url).username
+    return unquote(username) if username else DEFAULT_USER
+
+
+def url_vhost(url: str) -> str:
+    """The vhost a connection to ``url`` opens (``/`` when the URL names none)."""
+    return unquote(urlsplit(url).path[1:]) or "/"
+
+
+def url_with_login(url: str, user: str, password: str) -> str:
+    """``url`` with another user and password (for a producer's own connection)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(parts._replace(netloc=f"{login}@{host}{port}"))
+
+
 def json_message(
     body: bytes,
     *,
     message_id: str,
     headers: dict[str, Any] | None = None,
     correlation_id: str | None = None,
+    user_id: str | None = None,
 ) -> aio_pika.Message:
-    """A persistent JSON message; ``message_id`` is what consumers deduplicate on."""
+    """A persistent JSON message; ``message_id`` is what consumers deduplicate on.
+
+    ``user_id`` must be the publishing connection's user (``Publisher`` fills it in).
+    """
     return aio_pika.Message(
         body,
         content_type=JSON,
@@ -123,6 +158,7 @@ def json_message(
         correlation_id=correlation_id,
         headers=headers or {},
         timestamp=datetime.now(UTC),
+        user_id=user_id,
     )
 
 
@@ -144,7 +180,8 @@ class Publisher:
     One connection and one confirming channel, opened on first use and reopened on the
     next publish after any failure, so a process can start while RabbitMQ is down and
     carry on after it restarts. ``publish`` returns only when the broker confirmed the
-    message; anything else raises :class:`PublishFailed`.
+    message; anything else raises :class:`PublishFailed`. Every message leaves with
+    ``user_id`` set to the connection's user (:attr:`user`).
     """
 
     def __init__(
@@ -157,6 +194,7 @@ class Publisher:
         self._settings = settings
         self._declare = declare
         self._name = name
+        self.user = url_user(settings.amqp_url)
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
@@ -214,8 +252,10 @@ class Publisher:
             self._exchanges[name] = exchange
         return exchange
 
-    async def publish(self, exchange: str, routing_key: str, message: AbstractMessage) -> None:
+    async def publish(self, exchange: str, routing_key: str, message: aio_pika.Message) -> None:
         """Publish and wait for the broker's confirm; raise :class:`PublishFailed` otherwise."""
+        # The broker checks it: a message claiming another user is refused.
+        message.user_id = self.user
         message_id = message.message_id or ""
         while message_id in self._in_flight:
             await self._in_flight[message_id].wait()
@@ -226,7 +266,7 @@ class Publisher:
             del self._in_flight[message_id]
             done.set()
 
-    async def _confirmed(self, exchange: str, routing_key: str, message: AbstractMessage) -> None:
+    async def _confirmed(self, exchange: str, routing_key: str, message: aio_pika.Message) -> None:
         where = f"exchange {exchange!r} with routing key {routing_key!r}"
         try:
             target = await self._exchange(exchange)

@@ -3,10 +3,11 @@
     from herald.contracts import QueuedNotification
     from herald.producer import NotificationProducer
 
-    async with NotificationProducer("amqp://guest:guest@rabbitmq:5672/") as producer:
+    # The URL ``herald producer add --tenant acme`` printed: acme's own AMQP user.
+    async with NotificationProducer("amqp://acme-producer:…@rabbitmq:5672/") as producer:
         await producer.publish(
             QueuedNotification(
-                id=uuid.uuid4(), tenant="acme", channel="email",
+                id=uuid.uuid4(), channel="email",
                 user_id="u-42", template="welcome", data={"name": "Ada"},
             )
         )
@@ -15,6 +16,10 @@ Messages are persistent and mandatory and each publish waits for the broker's co
 ``publish`` returning means RabbitMQ has the message; an unroutable or refused message,
 or no confirm in time, raises :class:`herald.amqp.PublishFailed`. Publishing the same
 notification again (same ``id``) after an error is safe: Herald starts it once.
+
+Every message carries ``user_id``, the connection's AMQP user, which RabbitMQ verifies:
+it is how the bridge knows the tenant. A ``tenant`` in the request is optional; one that
+is not the producer's tenant gets the message dead-lettered.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def ingest_message(notification: QueuedNotification) -> tuple[str, str, bytes]:
 
 
 class NotificationProducer:
-    """Publishes :class:`QueuedNotification` requests to ``herald.requests``."""
+    """Publishes :class:`QueuedNotification` requests to ``herald.requests`` as the AMQP
+    user of ``amqp_url`` (its ``user_id``)."""
 
     def __init__(self, amqp_url: str | None = None, *, settings: Settings | None = None) -> None:
         settings = settings or Settings()
@@ -54,7 +60,10 @@ class NotificationProducer:
         """Publish one request and wait until RabbitMQ confirmed it."""
         exchange, routing_key, body = ingest_message(notification)
         message = amqp.json_message(
-            body, message_id=str(notification.id), correlation_id=correlation_id
+            body,
+            message_id=str(notification.id),
+            correlation_id=correlation_id,
+            user_id=self._publisher.user,
         )
         await self._publisher.publish(exchange, routing_key, message)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import socket
 import subprocess
 import threading
@@ -20,6 +21,7 @@ import aio_pika
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.deadletters import DeadMessage, list_dead
 from devtools.processes import ManagedProcess, herald_argv
 from devtools.sinks import Sinks
 from herald import amqp
@@ -29,7 +31,14 @@ from herald.migrate import drop_database, ensure_database, upgrade
 from herald.producer import NotificationProducer
 from herald.settings import Settings
 from herald.temporal import connect
-from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost, test_settings
+from tests.harness import (
+    Stack,
+    Tenant,
+    new_run_id,
+    producer_settings,
+    rabbitmq_vhost,
+    test_settings,
+)
 
 INGEST_QUEUES = tuple(amqp.request_queue(kind) for kind in Channel)
 # Bridge retries back off to this at most, so a recovered outage is noticed quickly.
@@ -173,7 +182,8 @@ def requests(
 
 
 async def publish_batch(settings: Settings, tenant: Tenant, count: int) -> list[uuid.UUID]:
-    """Queue ``count`` requests over all channels for a new user of ``tenant``; their ids."""
+    """Queue ``count`` requests over all channels for a new user of ``tenant``, published
+    by the tenant's producer; their ids."""
     user = await tenant.user()
     await tenant.device(user["id"])
     templates = {
@@ -182,9 +192,41 @@ async def publish_batch(settings: Settings, tenant: Tenant, count: int) -> list[
         Channel.push: await tenant.template("push", "n={{ n }}", "n={{ n }}"),
     }
     batch = requests(tenant.name, user["id"], templates, count)
-    async with NotificationProducer(settings=settings) as producer:
+    as_producer = await producer_settings(settings, tenant.name)
+    async with NotificationProducer(settings=as_producer) as producer:
         await producer.publish_many(batch)
     return [item.id for item in batch]
+
+
+def herald_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``herald ARGS`` against these settings."""
+    return subprocess.run(
+        herald_argv(*args),
+        env={**os.environ, **settings.as_env()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def wait_dead(
+    settings: Settings, message_ids: set[str], queue: str = amqp.DEAD, timeout: float = 60.0
+) -> dict[str, DeadMessage]:
+    """The listed messages of ``queue`` named by ``message_ids``, once all are there."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, DeadMessage] = {}
+    while time.monotonic() < deadline:
+        listed = await list_dead(settings, [queue], limit=10_000)
+        found = {
+            name: entry
+            for entry in listed
+            for name in (entry.message_id, entry.notification_id)
+            if name in message_ids
+        }
+        if set(found) >= message_ids:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"not in {queue} after {timeout}s: {message_ids - set(found)}")
 
 
 async def wait_accepted(engine: AsyncEngine, ids: Sequence[uuid.UUID], at_least: int) -> int:

@@ -47,7 +47,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_starts_nothing_twice(
 async def test_sigterm_finishes_and_acks_in_flight_starts_before_exiting(
     stack: Stack, bridge: ManagedProcess, engine: AsyncEngine, tenant: Tenant
 ) -> None:
-    # More than the bridge has prefetched (3 queues × HERALD_BRIDGE_PREFETCH) and can
+    # More than the bridge has prefetched (3 queues times HERALD_BRIDGE_PREFETCH) and can
     # finish while it stops, so some are still queued when it has gone.
     ids = await publish_batch(stack.settings, tenant, 500)
     await wait_accepted(engine, ids, 40)

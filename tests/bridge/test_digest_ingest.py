@@ -13,7 +13,7 @@ from devtools.sinks import Sinks
 from herald.contracts import DigestSpec, QueuedNotification
 from herald.producer import NotificationProducer
 from herald.settings import Settings
-from tests.harness import Tenant
+from tests.harness import Tenant, producer_settings
 
 
 async def test_queued_requests_with_a_digest_become_one_email(
@@ -36,7 +36,9 @@ async def test_queued_requests_with_a_digest_become_one_email(
         for n in range(5)
     ]
 
-    async with NotificationProducer(settings.amqp_url) as producer:
+    async with NotificationProducer(
+        settings=await producer_settings(settings, tenant.name)
+    ) as producer:
         for message in [*messages, messages[2]]:  # the third one published twice
             await producer.publish(message)
 

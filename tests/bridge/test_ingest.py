@@ -4,56 +4,26 @@ replayable, unroutable publishes refused."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import subprocess
-import time
 import uuid
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.deadletters import DeadMessage, list_dead, replay_dead
-from devtools.processes import ManagedProcess, herald_argv
+from bridge.deadletters import replay_dead
+from devtools.processes import ManagedProcess
 from devtools.sinks import Rule, Sinks
 from herald import amqp
 from herald.contracts import Channel, QueuedNotification
 from herald.producer import NotificationProducer
-from herald.settings import Settings
-from tests.bridge.support import requests, wait_statuses, wait_workflow_runs
-from tests.harness import Stack, Tenant, new_run_id, rabbitmq_vhost
-
-
-def herald_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``herald ARGS`` against these settings."""
-    return subprocess.run(
-        herald_argv(*args),
-        env={**os.environ, **settings.as_env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-async def wait_dead(
-    settings: Settings, message_ids: set[str], queue: str = amqp.DEAD, timeout: float = 60.0
-) -> dict[str, DeadMessage]:
-    """The listed messages of ``queue`` named by ``message_ids``, once all are there."""
-    deadline = time.monotonic() + timeout
-    found: dict[str, DeadMessage] = {}
-    while time.monotonic() < deadline:
-        listed = await list_dead(settings, [queue], limit=10_000)
-        found = {
-            name: entry
-            for entry in listed
-            for name in (entry.message_id, entry.notification_id)
-            if name in message_ids
-        }
-        if set(found) >= message_ids:
-            return found
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"not in {queue} after {timeout}s: {message_ids - set(found)}")
+from tests.bridge.support import (
+    herald_cli,
+    requests,
+    wait_dead,
+    wait_statuses,
+    wait_workflow_runs,
+)
+from tests.harness import Stack, Tenant, new_run_id, producer_settings, rabbitmq_vhost
 
 
 async def channel_templates(tenant: Tenant) -> dict[Channel, str]:
@@ -78,7 +48,8 @@ async def test_a_thousand_messages_with_duplicates_start_a_thousand_workflows_on
     ]
     assert len(published) == 1100
 
-    async with NotificationProducer(settings=settings) as producer:
+    as_producer = await producer_settings(settings, tenant.name)
+    async with NotificationProducer(settings=as_producer) as producer:
         assert await producer.publish_many(published) == 1100
 
     ids = [item.id for item in batch]
@@ -118,11 +89,14 @@ async def test_poison_messages_are_dead_lettered_with_a_reason_and_the_rest_flow
             body(data={"blob": "x" * (5 * 1024 * 1024)}),
             "bytes; the limit is 65536",
         ),
-        f"unknown-tenant-{run}": (body(tenant=f"nobody-{run}"), "unknown tenant"),
+        f"other-tenant-{run}": (
+            body(tenant=f"nobody-{run}"),
+            f"the message names tenant 'nobody-{run}', but its producer publishes for tenant",
+        ),
         f"unknown-template-{run}": (body(template="no-such"), "no sms template 'no-such'"),
         f"wrong-queue-{run}": (body(channel="email"), "does not match queue herald.sms"),
     }
-    async with amqp.Publisher(settings) as publisher:
+    async with amqp.Publisher(await producer_settings(settings, tenant.name)) as publisher:
         for i, (message_id, (raw, _)) in enumerate(poison.items()):
             for item in good[i * 4 : i * 4 + 4]:  # valid messages on either side
                 exchange, key, payload = amqp.REQUESTS_EXCHANGE, "sms", item.model_dump_json()
@@ -146,7 +120,7 @@ async def test_poison_messages_are_dead_lettered_with_a_reason_and_the_rest_flow
         assert dead[message_id].queue == amqp.DEAD
     listing = herald_cli(settings, "dead", "list", "--queue", "dead")
     assert listing.returncode == 0, listing.stderr
-    assert "unknown tenant" in listing.stdout
+    assert "names tenant" in listing.stdout
     assert bridge.alive
 
 
@@ -163,14 +137,17 @@ async def test_a_dead_lettered_request_is_replayed_once_its_cause_is_fixed(
         template=f"later-{new_run_id()}",
         data={"n": 1},
     )
-    async with NotificationProducer(settings=settings) as producer:
+    async with NotificationProducer(
+        settings=await producer_settings(settings, tenant.name)
+    ) as producer:
         await producer.publish(request)
     dead = await wait_dead(settings, {str(request.id)})
     assert "create it first" in dead[str(request.id)].reason
 
     await tenant.template("sms", "n={{ n }}", None, key=request.template)
     (replayed,) = await replay_dead(settings, wanted=str(request.id))
-    assert replayed.result.value == "republished"
+    assert replayed.result.value == "resubmitted"
+    assert replayed.detail == f"started for tenant {tenant.name}"
 
     await wait_statuses(engine, [request.id], "sent")
     assert await replay_dead(settings, wanted=str(request.id)) == []  # gone from herald.dead
@@ -185,7 +162,9 @@ async def test_a_notification_that_fails_for_good_is_published_and_resent_by_rep
     (request,) = requests(
         tenant.name, user["id"], {Channel.sms: await tenant.template("sms", "n={{ n }}", None)}, 1
     )
-    async with NotificationProducer(settings=settings) as producer:
+    async with NotificationProducer(
+        settings=await producer_settings(settings, tenant.name)
+    ) as producer:
         await producer.publish(request)
 
     await wait_statuses(engine, [request.id], "failed", timeout=60)
@@ -224,7 +203,9 @@ async def test_a_replayed_failed_notification_keeps_its_fallback(
         template=key,
         data={"n": 1},
     )
-    async with NotificationProducer(settings=settings) as producer:
+    async with NotificationProducer(
+        settings=await producer_settings(settings, tenant.name)
+    ) as producer:
         await producer.publish(request)
     await wait_statuses(engine, [request.id], "failed", timeout=60)
     await wait_dead(settings, {str(request.id)}, queue=amqp.FAILED)

@@ -38,7 +38,14 @@ from herald.migrate import drop_database, ensure_database, upgrade
 from herald.ports import free_port
 from herald.settings import Settings
 from herald.temporal import connect
-from tests.harness import Stack, Tenant, new_run_id, new_tenant, rabbitmq_vhost
+from tests.harness import (
+    Stack,
+    Tenant,
+    new_run_id,
+    new_tenant,
+    producer_settings,
+    rabbitmq_vhost,
+)
 from tests.harness import test_settings as settings_for_run
 
 log = logging.getLogger("herald.chaos")
@@ -228,7 +235,8 @@ class ChaosRun:
         if self.config.amqp:
             from herald.producer import NotificationProducer
 
-            producer = NotificationProducer(settings=settings)
+            as_producer = await producer_settings(settings, tenant.name)
+            producer = NotificationProducer(settings=as_producer)
         pace = window / self.config.size
         deadline = time.monotonic() + window + 240
         tasks = []

@@ -26,7 +26,7 @@ from herald.contracts import Channel, QueuedNotification, workflow_id_for
 from herald.producer import NotificationProducer
 from herald.temporal import connect
 from tests.bridge.support import FAST_RETRY, TcpProxy, own_stack
-from tests.harness import Stack, new_run_id, new_tenant, own_temporal
+from tests.harness import Stack, new_run_id, new_tenant, own_temporal, producer_settings
 from workers.main import SHUTDOWN_MARGIN
 
 GRACE = 2.0
@@ -129,7 +129,8 @@ async def test_sigterm_ends_workers_and_bridge_while_temporal_is_unreachable(
 
     doomed_temporal.stop(kill=True)
     # ... and the bridge holds a message whose workflow start it keeps retrying.
-    async with NotificationProducer(settings=stack.settings) as producer:
+    as_producer = await producer_settings(stack.settings, tenant.name)
+    async with NotificationProducer(settings=as_producer) as producer:
         await producer.publish(
             QueuedNotification(
                 id=uuid.uuid4(),
