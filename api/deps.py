@@ -1,8 +1,23 @@
-"""``Annotated`` dependencies the routes declare: settings, clients, the caller's tenant."""
+"""``Annotated`` dependencies the routes declare: settings, clients, the caller's tenant
+and what its API key may do.
+
+Every ``/v1`` route declares the caller's tenant through one of the scoped aliases
+(``SendTenantDep``, ``ReadTenantDep``, ``ReadOrSendTenantDep``, ``ManageTenantDep``,
+``AdminTenantDep``), and every console page through their console twins
+(``api/console/session.py``); both check with ``check_scopes``. The map:
+
+- ``send``: submit (single, batch, broadcasts), cancel, resend, receipts;
+- ``send`` or ``read``: list and read notifications and broadcasts (a sender reads what
+  it sent);
+- ``read``: every other read, and template previews (they render, and change nothing);
+- ``manage``: changing users, templates, topics and webhooks; never a test key;
+- ``admin``: API keys, and the console.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Final
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -10,10 +25,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.backends import Backends
 from api.errors import ApiError
-from api.ratelimit import RateLimiter, retry_after_header
+from api.ratelimit import over_budget, retry_after_header
+from herald.settings import Settings
 from herald.tenants import ApiKeyCache, TenantContext, hash_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `herald apikey create`")
+
+# Scopes whose routes change what every key of the tenant shares; a test key may not.
+_SHARED_CHANGES: Final = frozenset({"manage"})
+TEST_KEY_MAY_NOT_CHANGE: Final = (
+    "a test key may read but not change users, templates, topics or webhooks; use a live key"
+)
 
 
 # Dependencies are ``async def`` even where they do not await: FastAPI runs a plain
@@ -31,44 +53,84 @@ async def _engine(request: Request) -> AsyncEngine:
     return _backends_of(request).engine
 
 
+async def _settings(request: Request) -> Settings:
+    return _backends_of(request).settings
+
+
 async def _tenant(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> TenantContext:
     if credentials is None or credentials.scheme.lower() != "bearer":
+        # A key sent bare (or under another scheme) is there, just not readable as one.
+        given = request.headers.get("authorization", "").strip()
+        problem = "API key not sent as a bearer token" if given else "missing API key"
         raise ApiError(
             401,
-            "missing API key: send 'Authorization: Bearer <key>'",
+            f"{problem}: send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
     keys: ApiKeyCache = request.app.state.api_keys
-    tenant = await keys.tenant_for(credentials.credentials)
+    digest = hash_key(credentials.credentials)
+    tenant = await keys.tenant_for_digest(digest)
     if tenant is None:
         raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    await _within_rate_limit(request, credentials.credentials, tenant)
+    await _within_rate_limit(request, digest, tenant)
     return tenant
 
 
-async def _within_rate_limit(request: Request, key: str, tenant: TenantContext) -> None:
-    """429 with ``Retry-After`` once this API key has used its requests per minute."""
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is None:
+async def _within_rate_limit(request: Request, key_digest: str, tenant: TenantContext) -> None:
+    """429 with ``Retry-After`` once the tenant (or, on the default limit, this API key)
+    has used its requests per minute."""
+    refused = await over_budget(request, tenant, key_digest)
+    if refused is None:
         return
-    default = _backends_of(request).settings.rate_limit_per_minute
-    per_minute = tenant.rate_limit_per_minute or default
-    wait = await limiter.retry_after(hash_key(key), per_minute)
-    if wait is not None:
-        raise ApiError(
-            429,
-            f"rate limit of {per_minute} requests per minute for this API key exceeded; "
-            f"retry in {wait:.1f}s",
-            headers={"Retry-After": retry_after_header(wait), "X-RateLimit-Limit": str(per_minute)},
-        )
+    budget, wait = refused
+    raise ApiError(
+        429,
+        f"rate limit of {budget.per_minute} requests per minute for this {budget.holder} "
+        f"exceeded; retry in {wait:.1f}s",
+        headers={
+            "Retry-After": retry_after_header(wait),
+            "X-RateLimit-Limit": str(budget.per_minute),
+        },
+    )
+
+
+def check_scopes(tenant: TenantContext, any_of: tuple[str, ...]) -> None:
+    """403 unless the key has one of ``any_of``, or if it is a test key and they change
+    shared resources."""
+    if not tenant.scopes.intersection(any_of):
+        needed = " or ".join(f"'{scope}'" for scope in any_of)
+        raise ApiError(403, f"this API key needs scope {needed}")
+    if tenant.test and _SHARED_CHANGES.intersection(any_of):
+        raise ApiError(403, TEST_KEY_MAY_NOT_CHANGE)
+
+
+def require(*any_of: str) -> Callable[..., Awaitable[TenantContext]]:
+    """A dependency: the caller's tenant, if its key has one of the scopes ``any_of``."""
+
+    async def scoped_tenant(
+        tenant: Annotated[TenantContext, Depends(_tenant)],
+    ) -> TenantContext:
+        check_scopes(tenant, any_of)
+        return tenant
+
+    scoped_tenant.scopes = any_of  # type: ignore[attr-defined]  # read by the route audit
+    return scoped_tenant
 
 
 BackendsDep = Annotated[Backends, Depends(_backends)]
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+# Authenticated and within its rate limit, whatever the key's scopes: routes declare one
+# of the scoped aliases below instead.
 TenantDep = Annotated[TenantContext, Depends(_tenant)]
+SendTenantDep = Annotated[TenantContext, Depends(require("send"))]
+ReadTenantDep = Annotated[TenantContext, Depends(require("read"))]
+ReadOrSendTenantDep = Annotated[TenantContext, Depends(require("send", "read"))]
+ManageTenantDep = Annotated[TenantContext, Depends(require("manage"))]
+AdminTenantDep = Annotated[TenantContext, Depends(require("admin"))]
 
 
 async def _api_keys(request: Request) -> ApiKeyCache:

@@ -3,7 +3,8 @@
 One Redis key per limited thing holds its "theoretical arrival time", updated by one
 atomic Lua script that reads Redis's own clock, so processes with skewed clocks still
 agree. A turn is taken only when it is allowed; one refused costs nothing. Used for the
-API's per-key request budget (``api/ratelimit.py``) and for a channel's sending rate
+API's request budgets, one per tenant with a limit of its own and otherwise one per API
+key (``api/ratelimit.py``), and for a channel's sending rate
 (``activities/providers/sendrate.py``). Redis errors are raised: each caller decides
 what an unreachable store means for it.
 """

@@ -14,12 +14,14 @@ from typing import Final
 from cachetools import TTLCache
 from sqlalchemy import select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from herald.db import ApiKey, Tenant, single_statements
+from herald.db import API_KEY_SCOPES, ApiKey, Tenant, single_statements
 
 # API keys whose answers the cache holds at once (per API process).
 API_KEY_CACHE_SIZE: Final = 10_000
+# Every scope: what a key has unless it was created with fewer.
+ALL_SCOPES: Final = frozenset(API_KEY_SCOPES)
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,13 @@ class TenantContext:
 
     id: uuid.UUID
     name: str
-    # Requests per minute per API key; None means the deployment's default.
+    # The tenant's own requests per minute, across all its keys; None means the
+    # deployment's default per API key.
     rate_limit_per_minute: int | None = None
-    # The key the request came with: its id, and whether it is a test key.
+    # The key the request came with: its id, whether it is a test key, and what it may do.
     key_id: uuid.UUID | None = None
     test: bool = False
+    scopes: frozenset[str] = ALL_SCOPES
 
 
 def hash_key(key: str) -> str:
@@ -50,14 +54,20 @@ async def ensure_tenant(engine: AsyncEngine, name: str) -> TenantContext:
     return TenantContext(tenant_id, name)
 
 
-async def create_api_key(engine: AsyncEngine, tenant_name: str, *, test: bool = False) -> str:
+async def create_api_key(
+    engine: AsyncEngine,
+    tenant_name: str,
+    *,
+    test: bool = False,
+    scopes: frozenset[str] = ALL_SCOPES,
+) -> str:
     """A new key for the tenant (created if needed); the only time the key is visible.
 
     A ``test`` key's notifications go through the whole lifecycle but never reach a
     provider (``activities/providers/testmode.py``).
     """
     tenant = await ensure_tenant(engine, tenant_name)
-    key, _ = await issue_api_key(engine, tenant.id, test=test)
+    key, _ = await issue_api_key(engine, tenant.id, test=test, scopes=scopes)
     return key
 
 
@@ -101,7 +111,12 @@ class ApiKeyCache:
             row = (await conn.execute(_RESOLVE_KEY, {"digest": digest})).first()
         tenant = (
             TenantContext(
-                row.id, row.name, row.rate_limit_per_minute, key_id=row.key_id, test=row.test
+                row.id,
+                row.name,
+                row.rate_limit_per_minute,
+                key_id=row.key_id,
+                test=row.test,
+                scopes=frozenset(row.scopes),
             )
             if row
             else None
@@ -126,7 +141,7 @@ class ApiKeyCache:
 _RESOLVE_KEY = text(
     """
     WITH key AS (
-        SELECT id, tenant_id, kind FROM api_keys
+        SELECT id, tenant_id, kind, scopes FROM api_keys
         WHERE key_hash = :digest AND revoked_at IS NULL
     ), touched AS (
         UPDATE api_keys SET last_used_at = now()
@@ -134,14 +149,15 @@ _RESOLVE_KEY = text(
           AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
     )
     SELECT tenants.id, tenants.name, tenants.rate_limit_per_minute,
-           key.id AS key_id, key.kind = 'test' AS test
+           key.id AS key_id, key.kind = 'test' AS test, key.scopes
     FROM key JOIN tenants ON tenants.id = key.tenant_id
     """
 )
 
 
 async def set_rate_limit(engine: AsyncEngine, name: str, per_minute: int | None) -> bool:
-    """Give the tenant its own per-key rate limit (None: the default); False if unknown."""
+    """Give the tenant its own rate limit, shared by all its keys (None: the default per
+    key); False if unknown."""
     async with engine.begin() as conn:
         updated = await conn.execute(
             update(Tenant).where(Tenant.name == name).values(rate_limit_per_minute=per_minute)
@@ -161,19 +177,39 @@ REVOCATION_CHANNEL: Final = "herald_api_key_revoked"
 
 
 async def issue_api_key(
-    engine: AsyncEngine, tenant_id: uuid.UUID, *, test: bool = False
+    engine: AsyncEngine,
+    tenant_id: uuid.UUID,
+    *,
+    test: bool = False,
+    scopes: frozenset[str] = ALL_SCOPES,
 ) -> tuple[str, uuid.UUID]:
     """A new key of an existing tenant and its id; the only time the key is visible."""
+    async with engine.begin() as conn:
+        return await insert_api_key(conn, tenant_id, test=test, scopes=scopes)
+
+
+async def insert_api_key(
+    conn: AsyncConnection,
+    tenant_id: uuid.UUID,
+    *,
+    test: bool = False,
+    scopes: frozenset[str] = ALL_SCOPES,
+) -> tuple[str, uuid.UUID]:
+    """``issue_api_key`` inside the caller's transaction (which may check a cap first)."""
+    unknown = scopes - ALL_SCOPES
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(API_KEY_SCOPES)}: {sorted(unknown)}")
     key = f"hk_{'test_' if test else ''}{secrets.token_urlsafe(32)}"
     key_id = uuid.uuid4()
-    async with engine.begin() as conn:
-        await conn.execute(
-            insert(ApiKey).values(
-                id=key_id,
-                tenant_id=tenant_id,
-                key_hash=hash_key(key),
-                prefix=key[:15] if test else key[:10],
-                kind="test" if test else "live",
-            )
+    await conn.execute(
+        insert(ApiKey).values(
+            id=key_id,
+            tenant_id=tenant_id,
+            key_hash=hash_key(key),
+            prefix=key[:15] if test else key[:10],
+            kind="test" if test else "live",
+            # In the documented order, so listings read alike.
+            scopes=[scope for scope in API_KEY_SCOPES if scope in scopes],
         )
+    )
     return key, key_id

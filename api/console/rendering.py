@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from api.console.nav import NAV
-from api.console.session import CSRF_FIELD, CSRF_HEADER, Console, ConsoleDep
+from api.console.session import CSRF_FIELD, CSRF_HEADER, Console, ConsoleReadOrSendDep
 from api.errors import ApiError
 from herald.contracts import Status
 
@@ -67,18 +67,19 @@ def add_live_page(router: APIRouter, folder: str, load: Loader, what: str) -> No
     """Add one item's page (``/{id}``, ``{folder}/detail.html``) and the part of it that
     refreshes itself (``/{id}/live``, ``{folder}/live.html``) to ``router``. The two show
     the same values; the part comes without its polling trigger once ``what`` has
-    ended, so the refresh stops."""
+    ended, so the refresh stops. Both need the ``send`` or ``read`` scope (the items
+    are notifications and broadcasts)."""
 
     async def detail(
         request: Request,
         item_id: str,
-        console: ConsoleDep,
+        console: ConsoleReadOrSendDep,
         done: Annotated[str, Query(max_length=32)] = "",
     ) -> Response:
         values = await load(console, item_id)
         return render(request, f"{folder}/detail.html", console, done=done, **values)
 
-    async def live(request: Request, item_id: str, console: ConsoleDep) -> Response:
+    async def live(request: Request, item_id: str, console: ConsoleReadOrSendDep) -> Response:
         values = await load(console, item_id)
         return render(request, f"{folder}/live.html", console, **values)
 

@@ -8,12 +8,17 @@ exactly the one the key would act for over REST. The cookie is HttpOnly,
 ``HERALD_CONSOLE_SECURE_COOKIE`` is off (``herald dev``). Every request that changes
 anything must carry the session's CSRF token, as the ``csrf_token`` form field or the
 ``X-CSRF-Token`` header (htmx sends it from ``hx-headers``).
+
+Signing in, and every page, needs a key with the ``admin`` scope; each page needs as
+well the scope its REST twin needs (``api/deps.py``), so the console never lets a key do
+more than it could over REST.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,7 +28,8 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pydantic import BaseModel, ValidationError
 
 from api.backends import Backends
-from api.ratelimit import RateLimiter, retry_after_header
+from api.deps import check_scopes
+from api.ratelimit import over_budget, retry_after_header
 from herald.settings import Settings
 from herald.tenants import ApiKeyCache, TenantContext
 
@@ -52,6 +58,11 @@ class SignInRequired(Exception):
 
 class CsrfRefused(Exception):
     """A request that changes something came without the session's CSRF token."""
+
+
+# What signing in to the console takes.
+CONSOLE_SCOPE = "admin"
+NEEDS_ADMIN = "This API key cannot sign in to the console: it needs the 'admin' scope."
 
 
 class ConsoleRateLimited(Exception):
@@ -157,15 +168,31 @@ async def signed_in(request: Request) -> Console:
     tenant = await keys.tenant_for_digest(session.key)
     if tenant is None:
         raise SignInRequired("revoked")
+    if CONSOLE_SCOPE not in tenant.scopes:  # signing in refuses such a key; belt and braces
+        raise SignInRequired("not-admin")
+    refused = await over_budget(request, tenant, session.key)
+    if refused is not None:
+        raise ConsoleRateLimited(retry_after_header(refused[1]))
     backends: Backends = request.app.state.backends
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
-    if limiter is not None:
-        per_minute = tenant.rate_limit_per_minute or backends.settings.rate_limit_per_minute
-        wait = await limiter.retry_after(session.key, per_minute)
-        if wait is not None:
-            raise ConsoleRateLimited(retry_after_header(wait))
     return Console(tenant=tenant, session=session, backends=backends)
 
 
+def console_with(*any_of: str) -> Callable[..., Awaitable[Console]]:
+    """A dependency: the signed-in console, if its key also has one of ``any_of``."""
+
+    async def scoped_console(console: Annotated[Console, Depends(signed_in)]) -> Console:
+        check_scopes(console.tenant, any_of)
+        return console
+
+    scoped_console.scopes = any_of  # type: ignore[attr-defined]  # read by the route audit
+    return scoped_console
+
+
+# The signed-in console (``admin``), for the pages about keys.
 ConsoleDep = Annotated[Console, Depends(signed_in)]
+# ... and, for every other page, the scope its REST twin needs.
+ConsoleSendDep = Annotated[Console, Depends(console_with("send"))]
+ConsoleReadDep = Annotated[Console, Depends(console_with("read"))]
+ConsoleReadOrSendDep = Annotated[Console, Depends(console_with("send", "read"))]
+ConsoleManageDep = Annotated[Console, Depends(console_with("manage"))]
 VisitorDep = Annotated[SessionData, Depends(visitor)]

@@ -1,7 +1,8 @@
 """A tenant's API keys: list, create (the key shown once), revoke (at once, everywhere).
 
 A test key may manage test keys only: it is the kind handed to whoever tries an
-integration, and must not mint or revoke the keys that send for real.
+integration, and must not mint or revoke the keys that send for real. A tenant has at
+most ``HERALD_MAX_API_KEYS`` live keys that are not revoked.
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from datetime import datetime
 from sqlalchemy import RowMapping, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.admin_schemas import ApiKeyCreated, ApiKeyOut, ApiKeyPage
-from api.errors import ApiError, not_found, unprocessable
-from api.pagination import decode_cursor, encode_cursor
+from api.errors import ApiError, not_found
+from api.pagination import NEWEST_FIRST, decode_cursor, encode_cursor
+from api.schemas.api_keys import ApiKeyCreated, ApiKeyOut, ApiKeyPage
+from api.services.caps import within_cap
 from herald.db import ApiKey
-from herald.tenants import REVOCATION_CHANNEL, ApiKeyCache, TenantContext, issue_api_key
+from herald.tenants import (
+    ALL_SCOPES,
+    REVOCATION_CHANNEL,
+    ApiKeyCache,
+    TenantContext,
+    insert_api_key,
+)
 
 _LISTED = (
     ApiKey.id,
     ApiKey.prefix,
     ApiKey.kind,
+    ApiKey.scopes,
     ApiKey.created_at,
     ApiKey.last_used_at,
     ApiKey.revoked_at,
@@ -38,11 +47,8 @@ def _may_manage(tenant: TenantContext, kind: str) -> None:
 
 
 def _position(cursor: str) -> tuple[datetime, uuid.UUID]:
-    created_at, key_id = decode_cursor(cursor, 2)
-    try:
-        return datetime.fromisoformat(created_at), uuid.UUID(key_id)
-    except ValueError as err:
-        raise unprocessable("cursor", "cursor is not one this API returned", where="query") from err
+    created_at, key_id = decode_cursor(cursor, *NEWEST_FIRST)
+    return created_at, key_id
 
 
 async def list_keys(
@@ -65,11 +71,32 @@ async def list_keys(
     )
 
 
-async def create_key(engine: AsyncEngine, tenant: TenantContext, kind: str) -> ApiKeyCreated:
-    """A new key of the tenant; the answer is the only place the key ever appears."""
+async def create_key(
+    engine: AsyncEngine,
+    tenant: TenantContext,
+    kind: str,
+    scopes: frozenset[str] = ALL_SCOPES,
+    *,
+    max_live_keys: int,
+) -> ApiKeyCreated:
+    """A new key of the tenant with ``scopes``; the answer is the only place the key ever
+    appears. 409 once the tenant has ``max_live_keys`` live keys."""
     _may_manage(tenant, kind)
-    key, key_id = await issue_api_key(engine, tenant.id, test=kind == "test")
-    async with engine.connect() as conn:
+    async with engine.begin() as conn:
+        if kind == "live":
+            await within_cap(
+                conn,
+                tenant.id,
+                select(ApiKey.id).where(
+                    ApiKey.tenant_id == tenant.id,
+                    ApiKey.kind == "live",
+                    ApiKey.revoked_at.is_(None),
+                ),
+                cap=max_live_keys,
+                what="live API keys",
+                setting="HERALD_MAX_API_KEYS",
+            )
+        key, key_id = await insert_api_key(conn, tenant.id, test=kind == "test", scopes=scopes)
         row = (await conn.execute(select(*_LISTED).where(ApiKey.id == key_id))).mappings().one()
     return ApiKeyCreated(**_out(row).model_dump(), key=key)
 

@@ -5,7 +5,6 @@ The REST routes, ``herald topic import`` and the console use these functions.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -14,8 +13,10 @@ from sqlalchemy import ARRAY, String, bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.errors import not_found, unprocessable
-from api.schemas_many import SubscribersAdded, TopicIn, TopicOut, TopicPage
+from api.errors import not_found
+from api.pagination import decode_cursor, encode_cursor
+from api.schemas.topics import SubscribersAdded, TopicIn, TopicOut, TopicPage
+from api.services.caps import within_cap
 from herald.db import Topic, TopicSubscriber
 
 _TOPICS = Topic.__table__
@@ -51,10 +52,26 @@ async def _topic(conn: AsyncConnection, tenant_id: uuid.UUID, key: str) -> Topic
 
 
 async def put_topic(
-    engine: AsyncEngine, tenant_id: uuid.UUID, key: str, body: TopicIn
+    engine: AsyncEngine,
+    tenant_id: uuid.UUID,
+    key: str,
+    body: TopicIn,
+    *,
+    max_topics: int | None = None,
 ) -> tuple[TopicOut, bool]:
-    """Create the topic, or rename it; ``True`` if it is new."""
+    """Create the topic, or rename it; ``True`` if it is new. Creating one is a 409 once
+    the tenant has ``max_topics``."""
     async with engine.begin() as conn:
+        this_one = select(Topic.key).where(Topic.tenant_id == tenant_id, Topic.key == key)
+        if max_topics is not None and (await conn.execute(this_one)).first() is None:
+            await within_cap(
+                conn,
+                tenant_id,
+                select(Topic.key).where(Topic.tenant_id == tenant_id),
+                cap=max_topics,
+                what="topics",
+                setting="HERALD_MAX_TOPICS",
+            )
         created = await conn.execute(
             insert(Topic)
             .values(tenant_id=tenant_id, key=key, name=body.name)
@@ -115,13 +132,6 @@ async def unsubscribe(engine: AsyncEngine, tenant_id: uuid.UUID, key: str, user_
         )
 
 
-def _decode_cursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
-    except (ValueError, UnicodeDecodeError) as err:
-        raise unprocessable("cursor", "cursor is not one this API returned", where="query") from err
-
-
 async def list_topics(
     engine: AsyncEngine, tenant_id: uuid.UUID, *, limit: int, cursor: str | None
 ) -> TopicPage:
@@ -133,13 +143,14 @@ async def list_topics(
     )
     query = select(_TOPICS, counts.label("subscribers")).where(Topic.tenant_id == tenant_id)
     if cursor is not None:
-        query = query.where(Topic.key > _decode_cursor(cursor))
+        (after,) = decode_cursor(cursor, str)
+        query = query.where(Topic.key > after)
     query = query.order_by(Topic.key).limit(limit + 1)
     async with engine.connect() as conn:
         rows = list((await conn.execute(query)).mappings())
     items = [TopicOut.model_validate(dict(row)) for row in rows[:limit]]
     more = len(rows) > limit
-    next_cursor = base64.urlsafe_b64encode(items[-1].key.encode()).decode() if more else None
+    next_cursor = encode_cursor(items[-1].key) if more else None
     return TopicPage(items=items, next_cursor=next_cursor)
 
 

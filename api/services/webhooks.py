@@ -10,7 +10,8 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.errors import not_found, unprocessable
-from api.receipt_schemas import WebhookCreated, WebhookDeliveryOut, WebhookIn, WebhookOut
+from api.schemas.webhooks import WebhookCreated, WebhookDeliveryOut, WebhookIn, WebhookOut
+from api.services.caps import within_cap
 from herald.db import NotificationEvent, WebhookAttempt, WebhookEndpoint, WebhookMessage
 from herald.settings import Settings
 from herald.tenants import TenantContext
@@ -31,13 +32,22 @@ _LISTED = (
 async def create_webhook(
     engine: AsyncEngine, settings: Settings, tenant: TenantContext, body: WebhookIn
 ) -> WebhookCreated:
-    """Register an endpoint after checking its URL is one Herald may call."""
+    """Register an endpoint after checking its URL is one Herald may call; 409 once the
+    tenant has ``settings.max_webhooks`` endpoints."""
     try:
         await check_url(body.url, allow_private=settings.webhooks_allow_private)
     except UnsafeUrl as err:
         raise unprocessable("url", str(err)) from err
     secret = new_secret()
     async with engine.begin() as conn:
+        await within_cap(
+            conn,
+            tenant.id,
+            select(WebhookEndpoint.id).where(WebhookEndpoint.tenant_id == tenant.id),
+            cap=settings.max_webhooks,
+            what="webhook endpoints",
+            setting="HERALD_MAX_WEBHOOKS",
+        )
         row = (
             await conn.execute(
                 insert(WebhookEndpoint)

@@ -210,7 +210,7 @@ async def test_a_timeline_shows_the_events_and_resend_adds_a_second_cycle(
 async def test_a_notification_waiting_on_a_retry_is_cancelled_from_its_page(
     page: Any, acme: Keys, welcome: str
 ) -> None:
-    user = await acme.rest_test.user(email=f"r{uuid.uuid4().hex[:6]}+retry@example.com")
+    user = await acme.rest.user(email=f"r{uuid.uuid4().hex[:6]}+retry@example.com")
     notification_id = await acme.rest_test.send("email", user["id"], welcome, {"name": "Ada"})
     await wait_for_status(acme.rest_test.client, notification_id, {"retrying"})
     await page.goto(f"/console/notifications/{notification_id}")
@@ -373,13 +373,13 @@ async def test_the_health_page_shows_readiness_breakers_queues_and_pollers(page:
 async def test_a_test_keys_email_never_reaches_the_smtp_server(
     acme: Keys, welcome: str, sinks: Sinks
 ) -> None:
-    user = await acme.rest_test.user()
+    user = await acme.rest.user()
     sent_id = await acme.rest_test.send("email", user["id"], welcome, {"name": "Ada"})
     sent = await wait_for_status(acme.rest_test.client, sent_id, {"sent", "failed"})
     assert (sent["status"], sent["test"], sent["provider"]) == ("sent", True, "test")
     assert sinks.state.received("email", to=user["email"]) == []
 
-    refused = await acme.rest_test.user(email=f"f{uuid.uuid4().hex[:6]}+fail@example.com")
+    refused = await acme.rest.user(email=f"f{uuid.uuid4().hex[:6]}+fail@example.com")
     failed_id = await acme.rest_test.send("email", refused["id"], welcome, {"name": "Ada"})
     failed = await wait_for_status(acme.rest_test.client, failed_id, {"sent", "failed"})
     assert (failed["status"], failed["attempts"], failed["test"]) == ("failed", 1, True)

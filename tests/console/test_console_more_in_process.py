@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from api.schemas_many import TopicIn
+from api.schemas.topics import TopicIn
 from api.services import topics
 from herald.db import make_engine
 from herald.settings import Settings

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.console.rendering import act_on_item, add_live_page, render
-from api.console.session import Console, ConsoleDep
+from api.console.session import Console, ConsoleReadOrSendDep, ConsoleSendDep
 from api.errors import not_found
 from api.services import broadcasts
-from herald.broadcasts import BroadcastStatus
+from herald.contracts import BroadcastStatus
 
 router = APIRouter(prefix="/broadcasts")
 PAGE_SIZE = 50
@@ -41,7 +41,7 @@ async def _live(console: Console, broadcast_id: uuid.UUID) -> dict[str, Any]:
 @router.get("", response_class=HTMLResponse)
 async def list_page(
     request: Request,
-    console: ConsoleDep,
+    console: ConsoleReadOrSendDep,
     status: Annotated[str, Query(max_length=16)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
@@ -73,7 +73,7 @@ add_live_page(router, "broadcasts", _shown, "broadcast")
 
 
 @router.post("/{broadcast_id}/cancel")
-async def cancel(request: Request, broadcast_id: str, console: ConsoleDep) -> Response:
+async def cancel(request: Request, broadcast_id: str, console: ConsoleSendDep) -> Response:
     """What ``POST /v1/broadcasts/{id}/cancel`` does: start no more of its recipients."""
     identifier = _broadcast_id(broadcast_id)
 

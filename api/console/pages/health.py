@@ -9,14 +9,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.console.rendering import render
-from api.console.session import ConsoleDep
+from api.console.session import ConsoleReadDep
 from api.services import health
 
 router = APIRouter(prefix="/health")
 
 
 @router.get("", response_class=HTMLResponse)
-async def page(request: Request, console: ConsoleDep) -> Response:
+async def page(request: Request, console: ConsoleReadDep) -> Response:
     """Everything at once; each probe is bounded and reports its own failure."""
     backends = console.backends
     readiness, breakers, queues, pollers = await asyncio.gather(

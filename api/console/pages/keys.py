@@ -1,5 +1,6 @@
-"""API keys: the tenant's keys, a new one (shown once, on the answer to its creation),
-and revocation, which the REST API refuses at once."""
+"""API keys: the tenant's keys with their scopes, a new one (its kind and scopes picked
+here; shown once, on the answer to its creation), and revocation, which the REST API
+refuses at once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from api.console.rendering import render
 from api.console.session import Console, ConsoleDep
 from api.errors import ApiError, not_found
+from api.schemas.api_keys import ApiKeyScope
 from api.services import api_keys
+from herald.db import API_KEY_SCOPES
+from herald.tenants import ALL_SCOPES
 
 router = APIRouter(prefix="/keys")
 PAGE_SIZE = 100
@@ -40,6 +44,7 @@ async def _listing(
         created=created,
         done=done,
         refused=refused,
+        scopes=API_KEY_SCOPES,
     )
 
 
@@ -50,17 +55,33 @@ async def list_page(
     done: Annotated[str, Query(max_length=64)] = "",
     cursor: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
-    """Prefix, kind, creation and last use of every key, and the form for a new one."""
+    """Prefix, kind, scopes, creation and last use of every key, and the form for a new
+    one."""
     return await _listing(request, console, done=done, cursor=cursor)
 
 
 @router.post("", response_class=HTMLResponse)
 async def create(
-    request: Request, console: ConsoleDep, kind: Annotated[Literal["live", "test"], Form()]
+    request: Request,
+    console: ConsoleDep,
+    kind: Annotated[Literal["live", "test"], Form()],
+    scopes: Annotated[list[ApiKeyScope] | None, Form(max_length=4)] = None,
+    scopes_offered: Annotated[bool, Form()] = False,
 ) -> Response:
-    """A new key, shown on this answer only (never in a URL, never again)."""
+    """A new key with the scopes ticked, shown on this answer only (never in a URL, never
+    again). A post without the form's scope boxes gets all four, as over REST."""
+    if not scopes and scopes_offered:  # the boxes were there, and all were unticked
+        return await _listing(
+            request, console, refused="Tick at least one scope for the new key.", status_code=422
+        )
     try:
-        created = await api_keys.create_key(console.backends.engine, console.tenant, kind)
+        created = await api_keys.create_key(
+            console.backends.engine,
+            console.tenant,
+            kind,
+            frozenset(scopes) if scopes else ALL_SCOPES,
+            max_live_keys=console.backends.settings.max_api_keys,
+        )
     except ApiError as err:
         return await _listing(request, console, refused=err.message, status_code=err.status_code)
     response = await _listing(request, console, created=created, status_code=201)

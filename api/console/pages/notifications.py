@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.console.rendering import act_on_item, add_live_page, render
-from api.console.session import Console, ConsoleDep
+from api.console.session import Console, ConsoleReadOrSendDep, ConsoleSendDep
 from api.errors import ApiError, not_found
-from api.schemas import EventOut, NotificationPage
+from api.schemas.notifications import EventOut, NotificationPage
 from api.services import notifications
 from herald.contracts import Channel, Status
 
@@ -80,7 +80,7 @@ async def _page(console: Console, filters: Filters) -> NotificationPage:
 
 @router.get("", response_class=HTMLResponse)
 async def list_page(
-    request: Request, console: ConsoleDep, filters: Annotated[Filters, Depends()]
+    request: Request, console: ConsoleReadOrSendDep, filters: Annotated[Filters, Depends()]
 ) -> Response:
     """The list with its filter form; the rows refresh themselves."""
     try:
@@ -106,7 +106,7 @@ async def list_page(
 
 @router.get("/rows", response_class=HTMLResponse)
 async def rows(
-    request: Request, console: ConsoleDep, filters: Annotated[Filters, Depends()]
+    request: Request, console: ConsoleReadOrSendDep, filters: Annotated[Filters, Depends()]
 ) -> Response:
     """The table body alone, for the list's refresh."""
     page = await _page(console, filters)
@@ -158,12 +158,12 @@ async def _act(request: Request, console: Console, notification_id: str, action:
 
 
 @router.post("/{notification_id}/cancel")
-async def cancel(request: Request, notification_id: str, console: ConsoleDep) -> Response:
+async def cancel(request: Request, notification_id: str, console: ConsoleSendDep) -> Response:
     """What ``POST /v1/notifications/{id}/cancel`` does."""
     return await _act(request, console, notification_id, "cancel")
 
 
 @router.post("/{notification_id}/resend")
-async def resend(request: Request, notification_id: str, console: ConsoleDep) -> Response:
+async def resend(request: Request, notification_id: str, console: ConsoleSendDep) -> Response:
     """What ``POST /v1/notifications/{id}/resend`` does."""
     return await _act(request, console, notification_id, "resend")

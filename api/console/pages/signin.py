@@ -8,7 +8,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.console.rendering import render
-from api.console.session import VisitorDep, new_session, sessions_of
+from api.console.session import (
+    CONSOLE_SCOPE,
+    NEEDS_ADMIN,
+    VisitorDep,
+    new_session,
+    sessions_of,
+)
 from herald.tenants import ApiKeyCache, hash_key
 
 router = APIRouter()
@@ -16,6 +22,7 @@ router = APIRouter()
 REASONS = {
     "revoked": "The API key of your session was revoked. Sign in with another key.",
     "signed-out": "You have signed out.",
+    "not-admin": NEEDS_ADMIN,
 }
 
 
@@ -44,12 +51,15 @@ async def sign_in_page(request: Request, session: VisitorDep, reason: str = "") 
 async def sign_in(
     request: Request, session: VisitorDep, api_key: Annotated[str, Form(max_length=256)]
 ) -> Response:
-    """Check the key; a valid one starts a session with a new CSRF token."""
+    """Check the key; a valid one with the ``admin`` scope starts a session with a new
+    CSRF token."""
     keys: ApiKeyCache = request.app.state.api_keys
     digest = hash_key(api_key.strip())
     tenant = await keys.tenant_for_digest(digest)
     if tenant is None:
         return _sign_in_page(request, session.csrf, "Unknown or revoked API key.", 401)
+    if CONSOLE_SCOPE not in tenant.scopes:
+        return _sign_in_page(request, session.csrf, NEEDS_ADMIN, 403)
     response = RedirectResponse("/console/notifications", status_code=303)
     sessions_of(request).write(response, new_session(digest))
     return response

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
-from api.admin_schemas import PreviewIn
 from api.console.rendering import render
-from api.console.session import ConsoleDep
+from api.console.session import ConsoleManageDep, ConsoleReadDep
 from api.errors import ApiError
-from api.schemas import TemplateIn
+from api.schemas.templates import PreviewIn, TemplateIn
 from api.services import templates
 from herald.contracts import Channel
+from herald.templating import RenderLimits
 
 router = APIRouter(prefix="/templates")
 PAGE_SIZE = 50
@@ -25,7 +25,7 @@ PAGE_SIZE = 50
 @router.get("", response_class=HTMLResponse)
 async def list_page(
     request: Request,
-    console: ConsoleDep,
+    console: ConsoleReadDep,
     cursor: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
     """Every template key with its channels, locales and latest versions."""
@@ -39,7 +39,7 @@ async def list_page(
 async def editor(
     request: Request,
     key: str,
-    console: ConsoleDep,
+    console: ConsoleReadDep,
     channel: Annotated[str, Query(max_length=8)] = "",
     locale: Annotated[str, Query(max_length=35)] = "",
     saved: Annotated[int | None, Query()] = None,
@@ -87,7 +87,7 @@ def _sample(sample: str) -> dict[str, Any]:
 async def preview(
     request: Request,
     key: str,
-    console: ConsoleDep,
+    console: ConsoleReadDep,
     channel: Annotated[Channel, Form()],
     locale: Annotated[str, Form(max_length=35)],
     body: Annotated[str, Form(max_length=32_768)] = "",
@@ -108,6 +108,7 @@ async def preview(
                 subject=subject or None,
                 body=body or " ",
             ),
+            limits=RenderLimits.of(console.backends.settings),
         )
     except ApiError as err:
         return render(
@@ -123,7 +124,7 @@ async def preview(
 async def save(
     request: Request,
     key: str,
-    console: ConsoleDep,
+    console: ConsoleManageDep,
     channel: Annotated[Channel, Form()],
     locale: Annotated[str, Form(max_length=35)],
     body: Annotated[str, Form(max_length=32_768)],
@@ -138,6 +139,8 @@ async def save(
             tenant_id,
             TemplateIn(key=key, channel=channel, locale=locale, subject=subject or None, body=body),
             first=False,
+            max_templates=console.backends.settings.max_templates,
+            limits=RenderLimits.of(console.backends.settings),
         )
     except (ApiError, ValidationError) as err:
         problem = (

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from api.console.rendering import render
-from api.console.session import ConsoleDep
+from api.console.session import ConsoleReadDep
 from api.services import topics
 
 router = APIRouter(prefix="/topics")
@@ -17,7 +17,7 @@ PAGE_SIZE = 100
 
 @router.get("", response_class=HTMLResponse)
 async def list_page(
-    request: Request, console: ConsoleDep, cursor: Annotated[str, Query(max_length=512)] = ""
+    request: Request, console: ConsoleReadDep, cursor: Annotated[str, Query(max_length=512)] = ""
 ) -> Response:
     """Every topic by key, with how many users it has."""
     page = await topics.list_topics(
@@ -27,7 +27,7 @@ async def list_page(
 
 
 @router.get("/{key}", response_class=HTMLResponse)
-async def detail(request: Request, key: str, console: ConsoleDep) -> Response:
+async def detail(request: Request, key: str, console: ConsoleReadDep) -> Response:
     """One topic: its name and subscriber count."""
     topic = await topics.get_topic(console.backends.engine, console.tenant.id, key)
     return render(request, "topics/detail.html", console, topic=topic)

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.admin_schemas import UserPage
 from api.console.rendering import render
-from api.console.session import Console, ConsoleDep
+from api.console.session import Console, ConsoleReadDep
+from api.schemas.users import UserPage
 from api.services import notifications, users
 
 router = APIRouter(prefix="/users")
@@ -33,7 +33,7 @@ async def _page(console: Console, search: str, cursor: str) -> UserPage:
 
 @router.get("", response_class=HTMLResponse)
 async def list_page(
-    request: Request, console: ConsoleDep, search: Search = "", cursor: Cursor = ""
+    request: Request, console: ConsoleReadDep, search: Search = "", cursor: Cursor = ""
 ) -> Response:
     """The search form and the matching users; results update as you type."""
     page = await _page(console, search, cursor)
@@ -42,7 +42,7 @@ async def list_page(
 
 @router.get("/rows", response_class=HTMLResponse)
 async def rows(
-    request: Request, console: ConsoleDep, search: Search = "", cursor: Cursor = ""
+    request: Request, console: ConsoleReadDep, search: Search = "", cursor: Cursor = ""
 ) -> Response:
     """The results alone, for the search as you type."""
     page = await _page(console, search, cursor)
@@ -50,7 +50,7 @@ async def rows(
 
 
 @router.get("/{user_id}", response_class=HTMLResponse)
-async def detail(request: Request, user_id: str, console: ConsoleDep) -> Response:
+async def detail(request: Request, user_id: str, console: ConsoleReadDep) -> Response:
     """One user: contact points, preferences, devices, latest notifications."""
     engine, tenant = console.backends.engine, console.tenant
     user = await users.get_user(engine, tenant.id, user_id)

@@ -12,9 +12,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api.console.rendering import render
-from api.console.session import Console, ConsoleDep
+from api.console.session import Console, ConsoleManageDep, ConsoleReadDep
 from api.errors import ApiError, not_found
-from api.receipt_schemas import WebhookCreated, WebhookIn
+from api.schemas.webhooks import WebhookCreated, WebhookIn
 from api.services import webhooks
 from herald.webhooks import ALL_EVENTS
 
@@ -60,7 +60,7 @@ def _refusal(err: ValidationError) -> str:
 
 @router.get("", response_class=HTMLResponse)
 async def list_page(
-    request: Request, console: ConsoleDep, done: Annotated[str, Query(max_length=64)] = ""
+    request: Request, console: ConsoleReadDep, done: Annotated[str, Query(max_length=64)] = ""
 ) -> Response:
     """Every endpoint with its events and state, and the form for a new one."""
     return await _listing(request, console, done=done)
@@ -69,7 +69,7 @@ async def list_page(
 @router.post("", response_class=HTMLResponse)
 async def create(
     request: Request,
-    console: ConsoleDep,
+    console: ConsoleManageDep,
     url: Annotated[str, Form(max_length=2048)],
     events: Annotated[list[str] | None, Form()] = None,
 ) -> Response:
@@ -89,7 +89,7 @@ async def create(
 
 
 @router.get("/{endpoint_id}", response_class=HTMLResponse)
-async def detail(request: Request, endpoint_id: str, console: ConsoleDep) -> Response:
+async def detail(request: Request, endpoint_id: str, console: ConsoleReadDep) -> Response:
     """One endpoint and what was delivered to it, newest first."""
     identifier = _endpoint_id(endpoint_id)
     endpoint = await webhooks.get_webhook(console.backends.engine, console.tenant, identifier)
@@ -102,7 +102,7 @@ async def detail(request: Request, endpoint_id: str, console: ConsoleDep) -> Res
 
 
 @router.get("/{endpoint_id}/deliveries", response_class=HTMLResponse)
-async def deliveries(request: Request, endpoint_id: str, console: ConsoleDep) -> Response:
+async def deliveries(request: Request, endpoint_id: str, console: ConsoleReadDep) -> Response:
     """The deliveries table alone, for the page's refresh."""
     identifier = _endpoint_id(endpoint_id)
     found = await webhooks.list_deliveries(
@@ -118,7 +118,7 @@ async def deliveries(request: Request, endpoint_id: str, console: ConsoleDep) ->
 
 
 @router.post("/{endpoint_id}/delete")
-async def delete(request: Request, endpoint_id: str, console: ConsoleDep) -> Response:
+async def delete(request: Request, endpoint_id: str, console: ConsoleManageDep) -> Response:
     """Remove the endpoint; nothing more is sent to it."""
     identifier = _endpoint_id(endpoint_id)
     await webhooks.delete_webhook(console.backends.engine, console.tenant, identifier)
