@@ -1,13 +1,15 @@
 """Template activity: pick the template version for a locale and render it safely.
 
-Rendering uses jinja2's ``SandboxedEnvironment`` with bounds on loops, repetition,
-formatting and output size (``herald/templating.py``), ``StrictUndefined`` (a missing
-variable is an error, never an empty string) and autoescaping for email HTML. Every
-render error is permanent.
+Rendering uses jinja2's ``SandboxedEnvironment`` bounded in output size and CPU time
+(``herald/templating.py``, ``HERALD_RENDER_MAX_BYTES``/``_MS``), ``StrictUndefined`` (a
+missing variable is an error, never an empty string) and autoescaping for email HTML.
+The render runs in a thread, so a slow template never holds the worker's event loop.
+Every render error is permanent: the notification fails with the reason, at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -19,11 +21,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.digests import with_digest_items
 from activities.recipients import notification_of_caller
 from herald.contracts import TRANSACTIONAL, Channel, RenderedMessage, RenderRequest
 from herald.db import Notification, Template, single_statements
-from herald.settings import Settings, get_settings
-from herald.templating import DEFAULT_LOCALE, pick_locale, render_source
+from herald.settings import Settings
+from herald.templating import (
+    DEFAULT_LOCALE,
+    RenderLimitExceeded,
+    RenderLimits,
+    pick_locale,
+    render_source,
+)
 from herald.unsubscribe import Unsubscribe, links
 
 __all__ = ["DEFAULT_LOCALE", "TemplateActivities", "pick_locale"]
@@ -52,12 +61,13 @@ _USER_OF = select(Notification.user_id).where(Notification.id == bindparam("noti
 
 
 class TemplateActivities:
-    """Built once per core worker around the process's engine."""
+    """Built once per worker around the process's engine and settings (the unsubscribe
+    links' secret and public URL, and the render limits)."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
         self._engine = engine
-        # The unsubscribe links' secret and public URL; the worker's environment by default.
-        self._settings = settings or get_settings()
+        self._settings = settings
+        self._limits = RenderLimits.of(settings)
 
     async def _load(self, request: RenderRequest) -> RowMapping | None:
         """The latest (or the pinned) version in the best locale, in one query."""
@@ -87,16 +97,19 @@ class TemplateActivities:
             )
         where = f"template {request.template!r} v{template['version']} ({template['locale']})"
         category = template["category"] or TRANSACTIONAL
+        # A digest's notification renders its members' data, read from PostgreSQL now.
+        request = await with_digest_items(self._engine, request, notification_of_caller())
         data, headers = await self._unsubscribe(request, category)
         try:
-            body = render_source(
-                template["body"], data, autoescape=request.channel is Channel.email
+            body, subject = await asyncio.to_thread(
+                self._render, template, data, email=request.channel is Channel.email
             )
-            subject = (
-                render_source(template["subject"], data, autoescape=False)
-                if template["subject"]
-                else None
-            )
+        except RenderLimitExceeded as err:
+            raise ApplicationError(
+                f"{where}: refused unsafe template operation: {err}",
+                type="TemplateLimitExceeded",
+                non_retryable=True,
+            ) from err
         except UndefinedError as err:
             raise ApplicationError(
                 f"{where}: missing variable: {err.message}",
@@ -123,6 +136,19 @@ class TemplateActivities:
             headers=headers,
             category=category,
         )
+
+    def _render(
+        self, template: RowMapping, data: dict[str, Any], *, email: bool
+    ) -> tuple[str, str | None]:
+        """``(body, subject)`` within the limits (blocks its thread for up to the time
+        limit per part)."""
+        body = render_source(template["body"], data, autoescape=email, limits=self._limits)
+        subject = (
+            render_source(template["subject"], data, autoescape=False, limits=self._limits)
+            if template["subject"]
+            else None
+        )
+        return body, subject
 
     async def _unsubscribe(
         self, request: RenderRequest, category: str

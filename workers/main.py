@@ -13,12 +13,11 @@ grace period and ``SHUTDOWN_MARGIN`` whatever the Temporal server does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 import threading
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -42,7 +41,7 @@ from herald.contracts import Channel
 from herald.correlation import CorrelationInterceptor
 from herald.db import make_engine
 from herald.gcra import Gcra
-from herald.metrics import start_process_metrics
+from herald.runtime import service
 from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
 from workflows.broadcast import BroadcastWorkflow
@@ -78,7 +77,7 @@ def core_worker(
         status.record_accepted,
         status.record_status,
         RecipientActivities(engine).load_recipient,
-        TemplateActivities(engine).render_template,
+        TemplateActivities(engine, settings).render_template,
         FailureActivities(publisher).publish_failed,
         *DigestActivities(engine, client, settings).registered(),
         *BroadcastActivities(engine, client, settings).activities,
@@ -188,50 +187,39 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
     if queue not in QUEUES:
         raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUES)}")
     concurrency = concurrency or settings.worker_concurrency
-    metrics, runtime = start_process_metrics(settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # A worker (re)started while Temporal is down waits for it rather than exiting.
-    client = await connect_when_available(settings, stop, runtime)
-    if client is None:
-        if metrics:
-            metrics.stop()
-        return
-    engine = make_engine(
-        settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
-    )
-    http = httpx.AsyncClient(
-        timeout=settings.provider_timeout_seconds,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-    )
-    provider: ProviderChain | None = None
-    publisher: amqp.Publisher | None = None
-    if queue == "core":
-        publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
-        worker = core_worker(client, settings, engine, concurrency, publisher)
-    else:
-        provider, worker = channel_worker(
-            client, Channel(queue), settings, engine, http, concurrency
+    async with service(f"worker {queue}", settings) as running, AsyncExitStack() as closing:
+        # A worker (re)started while Temporal is down waits for it rather than exiting.
+        client = await connect_when_available(settings, running.stop, running.runtime)
+        if client is None:
+            return
+        engine = make_engine(
+            settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
         )
+        closing.push_async_callback(engine.dispose)
+        http = httpx.AsyncClient(
+            timeout=settings.provider_timeout_seconds,
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        )
+        closing.push_async_callback(http.aclose)
+        if queue == "core":
+            publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
+            closing.push_async_callback(publisher.close)
+            worker = core_worker(client, settings, engine, concurrency, publisher)
+        else:
+            provider, worker = channel_worker(
+                client, Channel(queue), settings, engine, http, concurrency
+            )
+            closing.push_async_callback(provider.close)
 
-    log.info("worker started", extra={"queue": queue, "concurrency": concurrency})
-    async with worker:
-        if metrics:
-            metrics.ready.set()
-        await stop.wait()
-        if metrics:
-            metrics.ready.clear()
-        log.info("worker stopping: finishing in-flight tasks", extra={"queue": queue})
-        watchdog = exit_hard_after(grace_period(settings) + SHUTDOWN_MARGIN, queue)
-    if provider is not None:
-        await provider.close()
-    await http.aclose()
-    if publisher is not None:
-        await publisher.close()
-    await engine.dispose()
-    if metrics:
-        metrics.stop()
-    watchdog.cancel()
-    log.info("worker stopped", extra={"queue": queue})
+        log.info("worker started", extra={"queue": queue, "concurrency": concurrency})
+        async with worker:
+            running.ready()
+            await running.stop.wait()
+            if running.metrics:
+                running.metrics.ready.clear()
+            log.info("worker stopping: finishing in-flight tasks", extra={"queue": queue})
+            watchdog = exit_hard_after(grace_period(settings) + SHUTDOWN_MARGIN, queue)
+        try:
+            await closing.aclose()  # the clients, while the hard exit still guards us
+        finally:
+            watchdog.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -11,26 +12,38 @@ from jinja2.exceptions import SecurityError
 from sqlalchemy import RowMapping, func, insert, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from api.admin_schemas import (
-    PreviewIn,
-    PreviewOut,
-    TemplatePage,
-    TemplateSummary,
-    TemplateVersionSummary,
-)
 from api.errors import ApiError, not_found, unprocessable
 from api.pagination import decode_cursor, encode_cursor
-from api.schemas import TemplateIn, TemplateOut, TemplateVersions
+from api.schemas.templates import (
+    PreviewIn,
+    PreviewOut,
+    TemplateIn,
+    TemplateOut,
+    TemplatePage,
+    TemplateSummary,
+    TemplateVersions,
+    TemplateVersionSummary,
+)
+from api.services.caps import within_cap
 from herald.contracts import Channel
 from herald.db import Template
-from herald.templating import DEFAULT_LOCALE, pick_locale, plain_text, render_source
+from herald.templating import (
+    DEFAULT_LOCALE,
+    RenderLimits,
+    pick_locale,
+    plain_text,
+    render_source,
+)
 
 _TEMPLATES = Template.__table__
 
 
-def _check(template: TemplateIn) -> None:
+def _check(template: TemplateIn, limits: RenderLimits) -> None:
+    """Refuse a template that cannot be sent: a render without data finds syntax errors,
+    unsafe operations and bombs (over a render limit) that do not depend on the data.
+    Blocks its thread for up to the render time limit per part."""
     if template.channel is Channel.email and not template.subject:
         raise unprocessable("subject", "an email template needs a subject")
     if template.subject and ("\r" in template.subject or "\n" in template.subject):
@@ -39,7 +52,7 @@ def _check(template: TemplateIn) -> None:
         if not source:
             continue
         try:
-            render_source(source, {}, autoescape=False)
+            render_source(source, {}, autoescape=False, limits=limits)
         except TemplateSyntaxError as err:
             raise unprocessable(
                 field, f"template syntax error on line {err.lineno}: {err.message}"
@@ -55,10 +68,19 @@ def _out(row: RowMapping) -> TemplateOut:
 
 
 async def save_version(
-    engine: AsyncEngine, tenant_id: uuid.UUID, template: TemplateIn, *, first: bool
+    engine: AsyncEngine,
+    tenant_id: uuid.UUID,
+    template: TemplateIn,
+    *,
+    first: bool,
+    max_templates: int | None = None,
+    limits: RenderLimits | None = None,
 ) -> TemplateOut:
-    """Store version 1 (``first``) or the next version of a template."""
-    _check(template)
+    """Store version 1 (``first``) or the next version of a template. A new template key
+    is a 409 once the tenant has ``max_templates`` keys; one that breaks a render limit
+    (``limits``) without data is a 422."""
+    # Off the event loop: the check renders, for up to the render time limit.
+    await asyncio.to_thread(_check, template, limits or RenderLimits())
     scope = (
         Template.tenant_id == tenant_id,
         Template.key == template.key,
@@ -74,6 +96,8 @@ async def save_version(
                     f"template {template.key!r} ({template.channel.value}, {template.locale}) "
                     f"exists; PUT /v1/templates/{template.key} adds a version",
                 )
+            if latest is None and max_templates is not None:
+                await _within_template_cap(conn, tenant_id, template.key, max_templates)
             row = (
                 (
                     await conn.execute(
@@ -92,6 +116,20 @@ async def save_version(
     except IntegrityError as err:  # two writers raced for the same version number
         raise ApiError(409, "a concurrent change made the same version; retry") from err
     return _out(row)
+
+
+async def _within_template_cap(
+    conn: AsyncConnection, tenant_id: uuid.UUID, key: str, cap: int
+) -> None:
+    """The cap counts template keys: a new channel or locale of a key is not one more."""
+    mine = Template.tenant_id == tenant_id
+    this_key = select(Template.key).where(mine, Template.key == key).limit(1)
+    if (await conn.execute(this_key)).first():
+        return
+    keys = select(Template.key).where(mine).distinct()
+    await within_cap(
+        conn, tenant_id, keys, cap=cap, what="template keys", setting="HERALD_MAX_TEMPLATES"
+    )
 
 
 async def get_versions(
@@ -118,7 +156,7 @@ async def list_templates(
     """Template keys in order, each with the latest version per channel and locale."""
     keys_query = select(Template.key).where(Template.tenant_id == tenant_id).distinct()
     if cursor is not None:
-        (after,) = decode_cursor(cursor, 1)
+        (after,) = decode_cursor(cursor, str)
         keys_query = keys_query.where(Template.key > after)
     keys_query = keys_query.order_by(Template.key).limit(limit + 1)
     async with engine.connect() as conn:
@@ -201,9 +239,11 @@ async def _stored_source(
     return row.locale, row.version, row.subject, row.body
 
 
-def _render(source: str, data: dict[str, Any], field: str, *, autoescape: bool) -> str:
+def _render(
+    source: str, data: dict[str, Any], field: str, *, autoescape: bool, limits: RenderLimits
+) -> str:
     try:
-        return render_source(source, data, autoescape=autoescape)
+        return render_source(source, data, autoescape=autoescape, limits=limits)
     except UndefinedError as err:
         raise unprocessable(
             "data", f"missing variable {missing_variable(err)!r} (used in the {field})"
@@ -219,10 +259,15 @@ def _render(source: str, data: dict[str, Any], field: str, *, autoescape: bool) 
 
 
 async def preview(
-    engine: AsyncEngine, tenant_id: uuid.UUID, key: str, request: PreviewIn
+    engine: AsyncEngine,
+    tenant_id: uuid.UUID,
+    key: str,
+    request: PreviewIn,
+    limits: RenderLimits | None = None,
 ) -> PreviewOut:
     """Render a stored version (or the draft in the request) with its sample data, exactly
-    as a send would; a missing variable is a 422 naming it. Nothing is sent."""
+    as a send would, within ``limits``; a missing variable or a broken limit is a 422
+    naming it. Nothing is sent."""
     if request.body is not None:
         locale, version = request.locale or DEFAULT_LOCALE, None
         subject_source, body_source = request.subject, request.body
@@ -230,13 +275,19 @@ async def preview(
         locale, version, subject_source, body_source = await _stored_source(
             engine, tenant_id, key, request
         )
-    email = request.channel is Channel.email
+    email, limits = request.channel is Channel.email, limits or RenderLimits()
+    # Rendered in a thread: a template may take up to the time limit, and the event loop
+    # keeps serving other requests meanwhile.
     subject = (
-        _render(subject_source, request.data, "subject", autoescape=False)
+        await asyncio.to_thread(
+            _render, subject_source, request.data, "subject", autoescape=False, limits=limits
+        )
         if subject_source
         else None
     )
-    body = _render(body_source, request.data, "body", autoescape=email)
+    body = await asyncio.to_thread(
+        _render, body_source, request.data, "body", autoescape=email, limits=limits
+    )
     return PreviewOut(
         channel=request.channel,
         locale=locale,
