@@ -54,13 +54,17 @@ class TemporalDevServer:
         host: str = "127.0.0.1",
         log_file: Path | None = None,
         headless: bool = False,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
+        """``ui_codec_endpoint``: where the Web UI decodes payloads (Herald's ``/codec``),
+        so it shows what the payload codec encrypted in the clear."""
         self.db_file = db_file
         self.port = port
         self.ui_port = ui_port
         self.host = host
         self.log_file = log_file or db_file.with_suffix(".log")
         self.headless = headless
+        self.ui_codec_endpoint = ui_codec_endpoint
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +99,8 @@ class TemporalDevServer:
         for key, value in DYNAMIC_CONFIG.items():
             cmd += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
         cmd += ["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]
+        if self.ui_codec_endpoint and not self.headless:
+            cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         for name, kind in SEARCH_ATTRIBUTES.items():
             cmd += ["--search-attribute", f"{name}={kind}"]
         return cmd

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from functools import partial
+from functools import lru_cache, partial
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 
 from herald.backoff import Stopped, retry
+from herald.codec import EncryptionCodec
 from herald.contracts import Channel
 from herald.settings import Settings
 
@@ -27,17 +30,30 @@ def channel_task_queue(channel: Channel | str, prefix: str = "herald") -> str:
     return f"{prefix}-{Channel(channel).value}"
 
 
+def data_converter(settings: Settings) -> DataConverter:
+    """The one converter of every client, worker and replayer: pydantic models, encrypted
+    with the payload keys of ``settings`` (see herald/codec.py)."""
+    return _converter_for(settings.payload_keys.get_secret_value())
+
+
+@lru_cache(maxsize=4)
+def _converter_for(payload_keys: str) -> DataConverter:
+    return dataclasses.replace(
+        pydantic_data_converter, payload_codec=EncryptionCodec.from_spec(payload_keys)
+    )
+
+
 async def connect(
     settings: Settings, runtime: Runtime | None = None, *, lazy: bool = False
 ) -> Client:
-    """A client for API, bridge, workers and tests, all with the pydantic converter.
+    """A client for API, bridge, workers and tests, all with the one data converter.
 
     ``lazy`` connects on first use, so a process can start while Temporal is down.
     """
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         runtime=runtime,
         lazy=lazy,
     )

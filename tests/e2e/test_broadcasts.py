@@ -19,11 +19,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from devtools.sinks import Sinks
-from herald.broadcasts import broadcast_workflow_id, recipient_notification_id
+from herald.contracts import broadcast_workflow_id, recipient_notification_id
 from herald.db import Notification, User, make_engine
 from herald.settings import Settings
 from herald.temporal import connect
@@ -130,7 +129,7 @@ async def _replays_in_the_sandbox(client: Client, broadcast_id: str) -> int:
     ):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         histories.append(await handle.fetch_history())
-    replayer = Replayer(workflows=[BroadcastWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[BroadcastWorkflow], data_converter=client.data_converter)
     for history in histories:
         await replayer.replay_workflow(history)
     return len(histories)

@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from devtools.sinks import Rule, Sinks
 from herald.contracts import ResendRequest, workflow_id_for
 from herald.correlation import CorrelationInterceptor
+from herald.settings import get_settings
+from herald.temporal import data_converter
 from tests.harness import Tenant, wait_for_status
 from workflows.notification import NotificationWorkflow
 from workflows.notification_v1 import NotificationWorkflowV1
@@ -40,10 +41,11 @@ async def replay(
     histories: Iterable[WorkflowHistory], workflow: type = NotificationWorkflow
 ) -> tuple[int, list[str]]:
     """Replay ``histories`` against ``workflow`` inside the sandbox (the default runner):
-    how many, and why any failed."""
+    how many, and why any failed. Herald's converter decrypts what the payload codec
+    encrypted, and passes the clear payloads of older histories through."""
     replayer = Replayer(
         workflows=[workflow],
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(get_settings()),
         interceptors=[CorrelationInterceptor()],
     )
 
