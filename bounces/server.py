@@ -1,17 +1,24 @@
 """The inbound SMTP server of ``herald bounces`` (aiosmtpd).
 
-It accepts mail only for VERP bounce addresses (``bounces+<notification id>@<domain of
-HERALD_BOUNCE_ADDRESS>``, the envelope sender of every email Herald sends) and only if
-it is a delivery status notification: 5.x.x makes the notification ``undelivered`` with
-the diagnostic, 4.x.x (delayed) is logged only, anything else is refused with 550. A
-database outage answers 451, so the sending relay tries again later.
+It accepts mail for two kinds of address only, anything else refused at RCPT with 550:
+
+- signed VERP bounce addresses (``bounces+<notification id>.<mac>@<domain of
+  HERALD_BOUNCE_ADDRESS>``, the envelope sender of every email Herald sends; see
+  herald/bounce_addresses.py), and only delivery status notifications: 5.x.x makes the
+  notification ``undelivered`` with the diagnostic, 4.x.x (delayed) is logged only,
+  anything else is refused with 550;
+- the ``List-Unsubscribe`` mailto (herald/unsubscribe.py): the signed token in the
+  subject opts its user out as ``POST /u/{token}`` does; a forged one is refused with 550.
+
+A database outage answers 451, so the sending relay tries again later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import logging
-import signal
 import uuid
 from datetime import UTC, datetime
 
@@ -20,11 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from bounces.dsn import DeliveryStatus, cycle_of, parse_dsn
-from herald import statuslog
+from herald import statuslog, unsubscribe
+from herald.bounce_addresses import bounced_notification
 from herald.contracts import Receipt, ReceiptSignal, Status
 from herald.db import make_engine
-from herald.metrics import start_process_metrics
-from herald.receipts import bounced_notification, tell_workflow
+from herald.receipts import tell_workflow
+from herald.runtime import service
 from herald.settings import Settings
 from herald.submission import find_notification
 from herald.temporal import connect
@@ -61,18 +69,31 @@ class BounceHandler:
         self._engine = engine
         self._temporal = temporal
 
+    def _unsubscribe(self, address: str) -> bool:
+        return address.strip().strip("<>").lower() == unsubscribe.mailbox(self._settings).lower()
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        """Only bounce addresses of Herald notifications."""
-        if bounced_notification(self._settings, address) is None:
+        """Only signed bounce addresses of Herald notifications, or the unsubscribe
+        mailbox; one message goes to one kind or the other."""
+        if self._unsubscribe(address):
+            kind = "unsubscribe"
+        elif bounced_notification(self._settings, address) is not None:
+            kind = "bounce"
+        else:
             return "550 5.1.1 not a Herald bounce address"
+        if envelope.rcpt_tos and self._unsubscribe(envelope.rcpt_tos[0]) != (kind == "unsubscribe"):
+            return "452 4.5.3 send the unsubscribe request and bounces separately"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        """Record the DSN for each notification it is addressed to."""
+        """Opt out for an unsubscribe request; else record the DSN for each notification
+        it is addressed to."""
         content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if self._unsubscribe(envelope.rcpt_tos[0]):
+            return await self._opt_out(content)
         reports = parse_dsn(content)
         if reports is None:
             return "550 5.6.0 not a delivery status notification"
@@ -89,6 +110,26 @@ class BounceHandler:
             log.warning("could not record a bounce; the relay will retry", exc_info=True)
             return "451 4.3.0 could not record the bounce now, try again later"
         return "250 2.0.0 bounce recorded"
+
+    async def _opt_out(self, content: bytes) -> str:
+        """The mailto of ``List-Unsubscribe``: the token is the subject's last word."""
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        token = unsubscribe.token_in_subject(str(message.get("Subject", "")))
+        claim = unsubscribe.read_token(self._settings, token) if token else None
+        if claim is None:
+            return "550 5.7.1 not a valid Herald unsubscribe request"
+        try:
+            found = await unsubscribe.opt_out(self._engine, claim)
+        except Exception:
+            log.warning("could not record an unsubscribe; the sender will retry", exc_info=True)
+            return "451 4.3.0 could not record the unsubscribe now, try again later"
+        if not found:
+            return "550 5.1.1 no such recipient any more"
+        log.info(
+            "unsubscribed by mail",
+            extra={"tenant_id": str(claim.tenant_id), "category": claim.category},
+        )
+        return "250 2.0.0 unsubscribed"
 
     async def _record(self, notification_id: uuid.UUID, report: DeliveryStatus) -> bool:
         row = await find_notification(self._engine, notification_id)
@@ -118,36 +159,28 @@ class BounceHandler:
 
 async def run_bounces(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve SMTP on ``HERALD_BOUNCE_SMTP_HOST:PORT`` until ``stop`` (or a signal)."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    metrics, runtime = start_process_metrics(settings)
-    engine = make_engine(settings, pool_size=4)
-    temporal = await connect(settings, runtime, lazy=True)
-    handler = BounceHandler(settings, engine, temporal)
-    server = await loop.create_server(
-        lambda: SMTP(
-            handler,
-            hostname=settings.bounce_smtp_host,
-            data_size_limit=_MAX_DSN_BYTES,
-            enable_SMTPUTF8=True,
-        ),
-        host=settings.bounce_smtp_host,
-        port=settings.bounce_smtp_port,
-    )
-    if metrics is not None:
-        metrics.ready.set()
-    log.info(
-        "bounce server listening",
-        extra={"host": settings.bounce_smtp_host, "port": settings.bounce_smtp_port},
-    )
-    try:
-        await stop.wait()
-    finally:
-        server.close()
-        await server.wait_closed()
-        if metrics is not None:
-            metrics.stop()
-        await engine.dispose()
-    log.info("bounce server stopped")
+    async with service("bounce server", settings, stop) as running:
+        engine = make_engine(settings, pool_size=4)
+        temporal = await connect(settings, running.runtime, lazy=True)
+        handler = BounceHandler(settings, engine, temporal)
+        server = await asyncio.get_running_loop().create_server(
+            lambda: SMTP(
+                handler,
+                hostname=settings.bounce_smtp_host,
+                data_size_limit=_MAX_DSN_BYTES,
+                enable_SMTPUTF8=True,
+            ),
+            host=settings.bounce_smtp_host,
+            port=settings.bounce_smtp_port,
+        )
+        running.ready()
+        log.info(
+            "bounce server listening",
+            extra={"host": settings.bounce_smtp_host, "port": settings.bounce_smtp_port},
+        )
+        try:
+            await running.stop.wait()
+        finally:
+            server.close()
+            await server.wait_closed()
+            await engine.dispose()

@@ -2,7 +2,7 @@
 
 A workflow asked to wait for one (``confirm_within_seconds``) is still open and reacts
 (escalating to the next fallback channel when none comes, or an ``undelivered`` does);
-any other has ended, and its receipt only goes into the log (``herald/statuslog.py``):
+any other has ended, and its receipt only goes into the log (``herald/statuslog/``):
 a closed workflow is never reopened for it.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from email.utils import parseaddr
 
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -52,28 +51,3 @@ TWILIO_STATUS_PATH = "/v1/providers/twilio/status"
 def twilio_callback_url(settings: Settings) -> str:
     """The ``StatusCallback`` every SMS send passes, and the URL its signature covers."""
     return settings.public_url.rstrip("/") + TWILIO_STATUS_PATH
-
-
-def _bounce_parts(settings: Settings) -> tuple[str, str]:
-    local, _, domain = parseaddr(settings.bounce_address)[1].rpartition("@")
-    return (local or "bounces").split("+", 1)[0], domain or "localhost"
-
-
-def bounce_address(settings: Settings, notification_id: uuid.UUID) -> str:
-    """The VERP envelope sender of one notification's email:
-    ``bounces+<notification id>@<domain of HERALD_BOUNCE_ADDRESS>``; a bounce names it."""
-    local, domain = _bounce_parts(settings)
-    return f"{local}+{notification_id}@{domain}"
-
-
-def bounced_notification(settings: Settings, address: str) -> uuid.UUID | None:
-    """The notification a bounce address names, or None if it is not one of ours."""
-    local, domain = _bounce_parts(settings)
-    mailbox, _, at_domain = address.strip().strip("<>").rpartition("@")
-    prefix = f"{local}+"
-    if at_domain.lower() != domain.lower() or not mailbox.lower().startswith(prefix.lower()):
-        return None
-    try:
-        return uuid.UUID(mailbox[len(prefix) :])
-    except ValueError:
-        return None

@@ -13,15 +13,16 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from email.headerregistry import BaseHeader, HeaderRegistry
+from email.headerregistry import BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.policy import Policy
 from email.utils import formatdate, parseaddr
 
 import aiosmtplib
 
 from activities.providers.base import Provider, ProviderError
+from herald.bounce_addresses import bounce_address
 from herald.contracts import SendRequest
-from herald.receipts import bounce_address
 from herald.settings import Settings
 
 _TAGS = re.compile(r"<[^>]+>")
@@ -43,6 +44,30 @@ def _provider_fault(err: aiosmtplib.SMTPResponseException) -> bool:
     return not isinstance(err, aiosmtplib.SMTPDataError)
 
 
+# RFC 5322's hard limit on a line, CRLF excluded.
+_MAX_LINE = 998
+
+
+class _VerbatimHeader(UnstructuredHeader, BaseHeader):
+    """A header that goes on the wire as it was given (RFC 2369 / RFC 8058).
+
+    The email package folds a long unstructured value by turning it into RFC 2047
+    encoded words (``=?utf-8?q?=3Chttps=3A//...``), which mailbox providers do not read
+    as ``List-Unsubscribe``. These values are ASCII already; one line unless that would
+    pass RFC 5322's 998 characters, and then folded only after the commas between URIs.
+    """
+
+    def fold(self, *, policy: Policy) -> str:
+        """The header as written: ``Name: value`` and the line separator."""
+        value = str(self)
+        if not value.isascii():  # cannot go out verbatim: leave it to the standard rules
+            return super().fold(policy=policy)
+        line = f"{self.name}: {value}"
+        if len(line) > _MAX_LINE:
+            line = line.replace(", ", "," + policy.linesep + " ")
+        return line + policy.linesep
+
+
 class _HeaderClasses(HeaderRegistry):
     """The standard header registry, making each header class once.
 
@@ -54,6 +79,8 @@ class _HeaderClasses(HeaderRegistry):
     def __init__(self) -> None:
         super().__init__()
         self._made: dict[str, type[BaseHeader]] = {}
+        for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
+            self.map_to_type(name, _VerbatimHeader)
 
     def __getitem__(self, name: str) -> type[BaseHeader]:
         key = name.lower()

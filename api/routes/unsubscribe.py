@@ -14,10 +14,13 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment
 
 from api.deps import BackendsDep
+from api.errors import not_found
 from api.services import unsubscribe
+from herald.contracts import Text
+from herald.unsubscribe import opt_out
 
 router = APIRouter(prefix="/u", tags=["unsubscribe"])
-Token = Annotated[str, Path(min_length=1, max_length=1024)]
+Token = Annotated[Text, Path(min_length=1, max_length=1024)]
 
 _PAGES = Environment(autoescape=True)
 _PAGE = _PAGES.from_string(
@@ -56,7 +59,10 @@ async def confirm(token: Token, backends: BackendsDep) -> HTMLResponse:
 @router.post("/{token}", response_class=HTMLResponse)
 async def one_click(token: Token, backends: BackendsDep) -> HTMLResponse:
     """Opt out at once (idempotent); a tampered or foreign token is a 404."""
-    claim = await unsubscribe.opt_out(backends.engine, backends.settings, token)
+    claim = unsubscribe.claim_of(backends.settings, token)
+    # The same writer as the List-Unsubscribe mailto (``herald bounces``).
+    if not await opt_out(backends.engine, claim):
+        raise not_found("unsubscribe link")
     return HTMLResponse(
         _PAGE.render(
             title="Unsubscribed", done=True, category=claim.category, channel=claim.channel.value

@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import RowMapping, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.admin_schemas import DeviceList, UserPage
 from api.errors import ApiError, not_found
 from api.pagination import decode_cursor, encode_cursor
-from api.schemas import DeviceIn, DeviceOut, UserCreate, UserFields, UserOut
+from api.schemas.users import (
+    DeviceIn,
+    DeviceList,
+    DeviceOut,
+    Preferences,
+    UserCreate,
+    UserFields,
+    UserOut,
+    UserPage,
+)
 from herald.db import Device, User
 
 _USERS = User.__table__
+# What PUT replaces whether the body names it or not.
+_CONTACT = ("email", "phone", "locale", "timezone")
+_FLAGS = ("email", "sms", "push")
 
 
 def _user_out(row: RowMapping) -> UserOut:
@@ -70,26 +82,89 @@ async def get_user(engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str) -> U
     return _user_out(row)
 
 
-async def replace_user(
-    engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str, fields: UserFields
+def _preferences(stored: dict[str, Any], given: Preferences, *, merge: bool) -> dict[str, Any]:
+    """The preferences after a PUT (``merge=False``) or PATCH that names ``given``.
+
+    PUT sets all three channel flags; PATCH only those named. Category opt-outs change
+    only when ``categories`` is named: PUT replaces them, PATCH merges per category and
+    channel. So a one-click opt-out survives any update that does not name it.
+    """
+    result = dict(stored)
+    named = given.model_fields_set
+    for flag in _FLAGS:
+        if flag in named or not merge:
+            result[flag] = getattr(given, flag)
+    if "categories" in named:
+        categories: dict[str, dict[str, bool]] = {}
+        if merge:
+            categories = {
+                name: dict(choices) for name, choices in stored.get("categories", {}).items()
+            }
+        for name, choices in given.categories.items():
+            categories.setdefault(name, {}).update({c.value: v for c, v in choices.items()})
+        result["categories"] = categories
+    if not result.get("categories"):
+        # As the API shows users without category choices (see Preferences).
+        result.pop("categories", None)
+    return result
+
+
+def _changes(stored: dict[str, Any], fields: UserFields, *, merge: bool) -> dict[str, object]:
+    """The columns a PUT (``merge=False``) or PATCH of ``fields`` sets: contact fields
+    always on PUT, named ones on PATCH; preferences and quiet hours only when named."""
+    named = fields.model_fields_set
+    columns = _columns(fields)
+    changes = {name: columns[name] for name in _CONTACT if name in named or not merge}
+    if "quiet_hours" in named:
+        changes["quiet_hours"] = columns["quiet_hours"]
+    if "preferences" in named:
+        changes["preferences"] = _preferences(stored, fields.preferences, merge=merge)
+    return changes
+
+
+async def _update_user(
+    engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str, fields: UserFields, *, merge: bool
 ) -> UserOut:
-    """Replace every field of an existing recipient."""
     async with engine.begin() as conn:
+        # Locked until the update commits: an opt-out arriving meanwhile (POST /u/{token})
+        # waits and applies to the new preferences instead of being overwritten.
+        stored = (
+            await conn.execute(
+                select(User.preferences)
+                .where(User.tenant_id == tenant_id, User.id == user_id)
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        if stored is None:
+            raise not_found(f"user {user_id!r}")
         row = (
             (
                 await conn.execute(
                     update(User)
                     .where(User.tenant_id == tenant_id, User.id == user_id)
-                    .values(**_columns(fields), updated_at=datetime.now(UTC))
+                    .values(**_changes(stored, fields, merge=merge), updated_at=datetime.now(UTC))
                     .returning(*_USERS.c)
                 )
             )
             .mappings()
-            .first()
+            .one()
         )
-    if row is None:
-        raise not_found(f"user {user_id!r}")
     return _user_out(row)
+
+
+async def replace_user(
+    engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str, fields: UserFields
+) -> UserOut:
+    """Replace an existing recipient's contact fields; its preferences, category opt-outs
+    and quiet hours change only when the body names them."""
+    return await _update_user(engine, tenant_id, user_id, fields, merge=False)
+
+
+async def update_user(
+    engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str, fields: UserFields
+) -> UserOut:
+    """Change only what the body names; preferences merge per flag, category and channel."""
+    return await _update_user(engine, tenant_id, user_id, fields, merge=True)
 
 
 async def delete_user(engine: AsyncEngine, tenant_id: uuid.UUID, user_id: str) -> None:
@@ -154,7 +229,7 @@ async def list_users(
             or_(User.id.ilike(pattern, escape="\\"), User.email.ilike(pattern, escape="\\"))
         )
     if cursor is not None:
-        (after,) = decode_cursor(cursor, 1)
+        (after,) = decode_cursor(cursor, str)
         query = query.where(User.id > after)
     query = query.order_by(User.id).limit(limit + 1)
     async with engine.connect() as conn:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from pydantic import SecretStr
 
 from bounces.dsn import cycle_of, parse_dsn
 from devtools.provider_reports import build_dsn
-from herald.receipts import bounce_address, bounced_notification
+from herald.bounce_addresses import bounce_address, bounced_notification
 from herald.settings import Settings
 
 pytestmark = pytest.mark.fast
@@ -56,14 +57,37 @@ def test_the_cycle_comes_from_herald_message_ids_only() -> None:
     assert cycle_of(None, str(NID)) is None
 
 
-def test_bounce_addresses_are_verp_encoded_per_notification() -> None:
+def test_bounce_addresses_are_verp_encoded_per_notification_and_signed() -> None:
     settings = Settings(bounce_address="Bounces <bounces@mail.herald.example>")
 
     address = bounce_address(settings, NID)
 
-    assert address == f"bounces+{NID}@mail.herald.example"
+    local, _, domain = address.partition("@")
+    named, _, mac = local.partition(".")
+    assert (named, domain) == (f"bounces+{NID}", "mail.herald.example")
+    assert len(local) <= 64 and mac.isalnum()  # RFC 5321's limit on a local part
     assert bounced_notification(settings, address) == NID
     assert bounced_notification(settings, f"<{address.upper()}>") == NID
-    assert bounced_notification(settings, f"bounces+{NID}@elsewhere.example") is None
-    assert bounced_notification(settings, "bounces+not-a-uuid@mail.herald.example") is None
+    assert bounced_notification(settings, address.replace(domain, "elsewhere.example")) is None
+    assert bounced_notification(settings, f"bounces+not-a-uuid.{mac}@{domain}") is None
     assert bounced_notification(settings, "postmaster@mail.herald.example") is None
+
+
+def test_an_unsigned_or_wrongly_signed_bounce_address_names_no_notification() -> None:
+    settings = Settings(bounce_address="bounces@mail.herald.example")
+    address = bounce_address(settings, NID)
+    other = uuid.UUID("1b6f3a52-6a0e-4f0f-9f0a-3d7f2d1c0e11")
+    foreign = Settings(
+        bounce_address="bounces@mail.herald.example", unsubscribe_secret=SecretStr("other")
+    )
+
+    for forged in (
+        f"bounces+{NID}@mail.herald.example",
+        f"bounces+{NID}.@mail.herald.example",
+        address.replace(str(NID), str(other)),
+        bounce_address(foreign, NID),
+        address.replace("@", "x@"),
+        address.replace("@", "\u00e9@"),
+        address.replace(".", ".\x00"),
+    ):
+        assert bounced_notification(settings, forged) is None, forged

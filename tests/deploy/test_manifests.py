@@ -6,9 +6,14 @@ installs exactly the runtime lock: every runtime dependency, no dev tooling."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +25,7 @@ import typer.main
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from pydantic import SecretStr
 
 from cli.main import app
 from herald.contracts import Channel
@@ -386,3 +392,193 @@ def test_the_dev_lock_covers_every_dependency_and_the_dev_extra() -> None:
         name = canonicalize_name(requirement.name)
         assert name in tested, f"{DEV_LOCK} lacks {requirement}"
         assert requirement.specifier.contains(tested[name]), (requirement, tested[name])
+
+
+# --- Production: HERALD_ENV=production and every secret from the platform's store -------
+
+# Settings that hold a secret (or a URL with one in it): never a literal in deploy/.
+SECRET_SETTINGS = {
+    f"HERALD_{name.upper()}"
+    for name, field in Settings.model_fields.items()
+    if "SecretStr" in str(field.annotation)
+} | {"HERALD_DATABASE_URL", "HERALD_AMQP_URL"}
+# What Herald refuses to start without in production (a development default otherwise),
+# plus where its data lives: required keys of the Secret, never optional.
+REQUIRED_SECRETS = {
+    f"HERALD_{name.upper()}"
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.default, SecretStr)
+} | {"HERALD_DATABASE_URL", "HERALD_AMQP_URL", "HERALD_CONSOLE_SECRET"}
+KUBECTL = shutil.which("kubectl")
+
+
+def _filled_secrets_env() -> str:
+    """secrets.env.example with a made-up value in every key, optional ones included."""
+    payload_key = "k1:" + base64.b64encode(b"k" * 32).decode()
+    lines = []
+    for line in (K8S / "secrets.env.example").read_text().splitlines():
+        name = re.match(r"(?:# )?(HERALD_\w+)=", line)
+        if name is None:
+            lines.append(line)
+        elif name[1] == "HERALD_PAYLOAD_KEYS":
+            lines.append(f"{name[1]}={payload_key}")
+        else:
+            lines.append(f"{name[1]}=made-up-{name[1].lower()}")
+    return "\n".join(lines) + "\n"
+
+
+def _render(tmp_path: Path, secrets_env: str | None) -> subprocess.CompletedProcess[str]:
+    """``kubectl kustomize`` of a copy of deploy/k8s with ``secrets_env`` as secrets.env."""
+    if KUBECTL is None:
+        pytest.skip("kubectl (its built-in kustomize) is not installed")
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    (copy / "secrets.env").unlink(missing_ok=True)
+    if secrets_env is not None:
+        (copy / "secrets.env").write_text(secrets_env)
+    return subprocess.run(
+        [KUBECTL, "kustomize", str(copy)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """What ``kubectl apply -k deploy/k8s`` would apply, with a filled-in secrets.env."""
+    done = _render(tmp_path_factory.mktemp("rendered"), _filled_secrets_env())
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def _containers(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                yield f"{doc['metadata']['name']}/{container['name']}", container
+
+
+@pytest.mark.fast
+def test_every_herald_container_runs_in_production_with_its_secrets_from_the_secret(
+    rendered: list[dict[str, Any]],
+) -> None:
+    (secret,) = [doc for doc in rendered if doc["kind"] == "Secret"]
+    name, keys = secret["metadata"]["name"], set(secret["data"])
+    assert name.startswith("herald-secrets-")  # generated: a changed value rolls the pods
+    containers = dict(_containers(rendered))
+    assert len(containers) == len(list(pod_specs()))
+    for where, container in containers.items():
+        env = {item["name"]: item for item in container.get("env", [])}
+        assert env["HERALD_ENV"].get("value") == "production", where
+        for variable in SECRET_SETTINGS & env.keys():
+            ref = env[variable].get("valueFrom", {}).get("secretKeyRef")
+            assert ref is not None, f"{where} gives {variable} as a literal"
+            assert (ref["name"], ref["key"]) == (name, variable), where
+            assert ref.get("optional", False) is (variable not in REQUIRED_SECRETS), variable
+            assert variable in keys
+        assert REQUIRED_SECRETS <= env.keys(), (where, REQUIRED_SECRETS - env.keys())
+        assert "secretRef" not in str(container.get("envFrom", [])), where
+    for doc in rendered:
+        if doc["kind"] == "ConfigMap":
+            assert not SECRET_SETTINGS & doc["data"].keys(), doc["metadata"]["name"]
+
+
+@pytest.mark.fast
+def test_without_secrets_env_nothing_renders(tmp_path: Path) -> None:
+    done = _render(tmp_path, None)
+
+    assert done.returncode != 0
+    assert "secrets.env" in done.stderr
+
+
+@pytest.mark.fast
+def test_compose_runs_herald_in_production_with_file_secrets_only() -> None:
+    loaded = compose()
+    declared = loaded["secrets"]
+    for name, service in herald_services().items():
+        if service["image"] == SINKS_IMAGE:
+            continue
+        env = service["environment"]
+        assert env["HERALD_ENV"] == "production", name
+        assert not SECRET_SETTINGS & env.keys(), (name, SECRET_SETTINGS & env.keys())
+        mounted = {item["target"]: item["source"] for item in service["secrets"]}
+        assert REQUIRED_SECRETS <= mounted.keys(), (name, REQUIRED_SECRETS - mounted.keys())
+        assert mounted.keys() <= SECRET_SETTINGS, name
+    for name, secret in declared.items():
+        # A file deploy/make-secrets.sh writes: no value written into the compose file.
+        assert secret.keys() == {"file"}, name
+        assert secret["file"].startswith("./secrets/"), name
+    for name, service in loaded["services"].items():
+        text = json.dumps(service.get("environment", {}))
+        assert 'PASSWORD": "' not in text.replace("PASSWORD_FILE", ""), name
+    script = (DEPLOY / "make-secrets.sh").read_text()
+    for secret in declared.values():
+        assert secret["file"].removeprefix("./secrets/") in script, secret
+
+
+def _production_env(secrets_env: str, **change: str | None) -> dict[str, str]:
+    """The environment the rendered herald-api container gets, with ``change`` applied
+    (None: left out), beside this machine's PATH only."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    configmap = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
+    env |= {key: str(value) for key, value in configmap.items()}
+    env |= dict(line.split("=", 1) for line in secrets_env.splitlines() if line[:1].isalpha())
+    env["HERALD_ENV"] = "production"
+    for key, value in change.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    ("change", "named", "every_command"),
+    [
+        ({"HERALD_UNSUBSCRIBE_SECRET": None}, "HERALD_UNSUBSCRIBE_SECRET", True),
+        ({"HERALD_PUSH_TOKEN": "dev-token"}, "HERALD_PUSH_TOKEN", False),
+        ({"HERALD_SMS_AUTH_TOKEN": ""}, "HERALD_SMS_AUTH_TOKEN", False),
+    ],
+)
+def test_a_production_start_with_a_missing_or_default_secret_stops_with_one_line(
+    change: dict[str, str | None], named: str, every_command: bool
+) -> None:
+    """The real ``herald`` entry point, with the environment a pod gets, refuses to start:
+    every command the manifests run for a missing secret, the API for the others."""
+    herald = shutil.which("herald", path=str(Path(sys.executable).parent))
+    assert herald is not None
+    env = _production_env(_filled_secrets_env(), **change)
+    commands = sorted({tuple(argv) for argv in herald_command_lines() if argv[0] != "sinks"})
+    if not every_command:
+        commands = [("api",)]
+
+    started = {
+        argv: subprocess.Popen(
+            [herald, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for argv in commands
+    }
+    for argv, process in started.items():
+        out, err = process.communicate(timeout=120)
+        assert (process.returncode, out) == (2, ""), (argv, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith("herald: HERALD_ENV=production, but "), line
+        assert named in line, line
+
+
+@pytest.mark.fast
+def test_compose_secret_files_reach_herald_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How a compose secret mounted as /run/secrets/HERALD_<NAME> becomes a setting."""
+    for name in list(os.environ):
+        if name.startswith("HERALD_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "HERALD_UNSUBSCRIBE_SECRET").write_text("from-the-file\n")
+    (tmp_path / "HERALD_DATABASE_URL").write_text("postgresql+asyncpg://h:pw@db/herald\n")
+    monkeypatch.setenv("HERALD_DATABASE_URL", "postgresql+asyncpg://h:env@db/herald")
+
+    settings = Settings(_secrets_dir=tmp_path)  # type: ignore[call-arg]
+
+    assert settings.unsubscribe_secret.get_secret_value() == "from-the-file"
+    assert settings.database_url == "postgresql+asyncpg://h:env@db/herald"
+    assert Settings.model_config.get("secrets_dir") in (None, "/run/secrets")

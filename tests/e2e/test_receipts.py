@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.provider_reports import build_dsn, send_report, twilio_callback
 from devtools.sinks import Rule, Sinks
+from herald.bounce_addresses import bounce_address
 from herald.settings import Settings
 from tests.harness import Stack, Tenant, events, wait_for_status
 
@@ -251,7 +252,8 @@ async def test_mail_that_is_not_a_dsn_for_a_herald_address_is_refused(
     tenant: Tenant, sinks: Sinks, bounce_relay: tuple[str, int], settings: Settings
 ) -> None:
     nid, address = await _email(tenant, sinks)
-    ours = f"bounces+{nid}@localhost"
+    ours = bounce_address(settings, uuid.UUID(nid))
+    mac = ours.split("@")[0].rpartition(".")[2]
     dsn = build_dsn(
         bounce_to=ours, recipient=address, status="5.1.1", original_headers=b"Subject: x\r\n"
     )
@@ -265,8 +267,11 @@ async def test_mail_that_is_not_a_dsn_for_a_herald_address_is_refused(
     refusals = []
     for to, message in (
         ("someone@localhost", dsn),
-        (f"bounces+{nid}@elsewhere.example", dsn),
-        (f"bounces+{uuid.uuid4()}@localhost", dsn),
+        (ours.replace("@localhost", "@elsewhere.example"), dsn),
+        (f"bounces+{uuid.uuid4()}.{mac}@localhost", dsn),
+        # Knowing the id is not enough: unsigned, or signed for another notification.
+        (f"bounces+{nid}@localhost", dsn),
+        (f"bounces+{nid}.{mac[::-1]}@localhost", dsn),
         (ours, plain),
         (ours, success),
     ):

@@ -44,7 +44,7 @@ def test_non_transactional_email_gets_both_headers_with_an_https_link_and_a_mail
     assert url.startswith("https://notify.example.com/u/")
     token = url.rsplit("/", 1)[1]
     assert headers["List-Unsubscribe"] == (
-        f"<{url}>, <mailto:unsubscribe@acme.test?subject=unsubscribe%20{token}>"
+        f"<{url}>, <mailto:unsubscribe@localhost?subject=unsubscribe%20{token}>"
     )
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
