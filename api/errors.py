@@ -12,6 +12,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
+from herald.dataerrors import describe, is_data_error
+
 log = logging.getLogger(__name__)
 
 
@@ -49,6 +51,44 @@ def _body(request: Request, detail: Any) -> dict[str, Any]:
     return {"detail": detail, "request_id": getattr(request.state, "request_id", None)}
 
 
+def _refused_value(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database could not take (NUL, invalid UTF-8, out of range): a ``422``
+    naming the query or path parameter that carried it when one did, else the body."""
+    params = {**request.path_params, **request.query_params}
+    problem = describe(exc, params)
+    where = "path" if problem.field in request.path_params else "query"
+    if problem.field is None:
+        where = "body"
+    log.info("refused a value the database cannot store: %s", problem.reason)
+    detail = [
+        {
+            "loc": [where, problem.field] if problem.field else [where],
+            "msg": problem.reason,
+            "type": "value_error",
+        }
+    ]
+    return JSONResponse(_body(request, detail), 422)
+
+
+SEND_JSON = (
+    "the request body must be a JSON object: send 'Content-Type: application/json' "
+    "(curl sends a form unless told otherwise)"
+)
+
+
+def _form_instead_of_json(request: Request, exc: RequestValidationError) -> bool:
+    """Whether a JSON route refused a whole body sent without a JSON content type (curl's
+    ``-d`` sends a form), which FastAPI therefore never parsed as JSON."""
+    declared = request.headers.get("content-type", "")
+    media = declared.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and "+json" in media):
+        return False
+    return any(
+        tuple(err.get("loc", ())) == ("body",) and err.get("type") != "missing"
+        for err in exc.errors()
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to a JSON answer with the right status."""
 
@@ -61,6 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _form_instead_of_json(request, exc):
+            return JSONResponse(_body(request, SEND_JSON), 415)
         errors = [
             {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type")}
             for err in exc.errors()
@@ -84,6 +126,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_data_error(exc):
+            return _refused_value(request, exc)
         log.exception("unexpected error")
         if isinstance(exc, (OSError, TimeoutError, OperationalError, InterfaceError)):
             return JSONResponse(
