@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
 
 from api.admission import SubmissionGate
 from api.backends import Backends
-from api.console import create_console
+from api.console import STATIC, create_console
 from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
@@ -28,6 +29,7 @@ from api.routes import (
 )
 from api.routes import receipts as receipt_routes
 from api.routes import webhooks as webhook_routes
+from api.routes.codec import create_codec_app
 from herald import backlog
 from herald.db import make_engine
 from herald.logs import configure_logging
@@ -84,6 +86,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     for router in (batch.router, topics.router, broadcasts.router):
         app.include_router(router)
+    # The Temporal UI's codec endpoint, with CORS for the UI's origin (api/routes/codec.py).
+    app.mount("/codec", create_codec_app(settings))
+    # Browsers ask for it at the root, whatever page (the console, the docs) they show.
+    app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
 
     # The last added runs first: request ids on every answer, then metrics and the access
     # log around everything else, so the body limit's 413 is counted and logged too.
@@ -98,10 +104,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+async def favicon() -> FileResponse:
+    """Herald's icon, cached for a day."""
+    return FileResponse(
+        STATIC / "favicon.ico",
+        media_type="image/x-icon",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
 def is_bulk_route(path: str) -> bool:
     """Whether a path takes many items at once (``HERALD_MAX_BULK_REQUEST_BYTES``)."""
-    return path in ("/v1/notifications/batch", "/v1/broadcasts") or (
-        path.startswith("/v1/topics/") and path.endswith("/subscribers")
+    return (
+        path in ("/v1/notifications/batch", "/v1/broadcasts")
+        or (path.startswith("/v1/topics/") and path.endswith("/subscribers"))
+        # A page of the Temporal UI decodes many payloads (each up to Temporal's 2 MB).
+        or path.startswith("/codec/")
     )
 
 

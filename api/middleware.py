@@ -3,13 +3,16 @@ metrics with one access log line per request."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.context import request_id_var
@@ -44,24 +47,50 @@ class _HttpMiddleware:
 
 class RequestIdMiddleware(_HttpMiddleware):
     """Takes ``X-Request-ID`` (or makes one), exposes it to handlers and log lines, and
-    echoes it back."""
+    echoes it back.
+
+    It also answers an unexpected exception with the app's ``Exception`` handler itself,
+    while the request id is still bound: Starlette would otherwise handle it outermost,
+    after this middleware has unbound it, so the 500's log line (the one with the
+    traceback) would be the one line of the request without its id, and the 500 would
+    lack the ``X-Request-ID`` header.
+    """
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = given[:128] if given and given.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
         try:
             with log_context(request_id=request_id):
-                await self.app(scope, receive, send_with_id)
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception as exc:
+                    handler = _unexpected_error_handler(scope)
+                    if started or handler is None:
+                        raise  # too late for another answer, or nothing to give one
+                    response = await handler(Request(scope), exc)
+                    await response(scope, receive, send_with_id)
         finally:
             request_id_var.reset(token)
+
+
+def _unexpected_error_handler(
+    scope: Scope,
+) -> Callable[[Request, Exception], Awaitable[Response]] | None:
+    """The ``Exception`` (or ``500``) handler of the app serving ``scope``, if any."""
+    handlers = getattr(scope.get("app"), "exception_handlers", {})
+    handler = handlers.get(Exception) or handlers.get(500)
+    return handler if handler is not None and inspect.iscoroutinefunction(handler) else None
 
 
 class AccessMiddleware(_HttpMiddleware):
@@ -81,8 +110,16 @@ class AccessMiddleware(_HttpMiddleware):
                 status = message["status"]
             await send(message)
 
-        await self.app(scope, receive, send_noting_status)
-        elapsed = time.perf_counter() - started
+        try:
+            await self.app(scope, receive, send_noting_status)
+        except Exception:
+            # A request that raised is still counted and logged (as the 500 it becomes).
+            self._record(scope, status, time.perf_counter() - started)
+            raise
+        self._record(scope, status, time.perf_counter() - started)
+
+    @staticmethod
+    def _record(scope: Scope, status: int, elapsed: float) -> None:
         # The router has put the matched route into the scope, if the request got that far.
         route = getattr(scope.get("route"), "path", "unmatched")
         method = scope["method"]

@@ -18,7 +18,7 @@ from herald.contracts import Channel
 from herald.settings import get_settings
 
 if TYPE_CHECKING:
-    from api.schemas_many import BroadcastOut
+    from api.schemas.broadcasts import BroadcastOut
 
 broadcast_app = typer.Typer(help="Broadcasts: one message to a topic or every user.")
 topic_app = typer.Typer(help="Topics: named audiences for broadcasts.")
@@ -54,11 +54,14 @@ def send(
         str | None, typer.Option(help="Start no one before this time (ISO 8601 with zone).")
     ] = None,
     follow: Annotated[bool, typer.Option(help="Show its progress until it is done.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the broadcast as a JSON object instead.")
+    ] = False,
 ) -> None:
-    """Start a broadcast and print its id."""
+    """Start a broadcast and print its id alone on stdout (messages go to stderr)."""
     from pydantic import ValidationError
 
-    from api.schemas_many import BroadcastIn
+    from api.schemas.broadcasts import BroadcastIn
     from bridge.ingest import describe_invalid
 
     audience: dict[str, Any] = (
@@ -79,11 +82,11 @@ def send(
         reason = describe_invalid(err) if isinstance(err, ValidationError) else str(err)
         err_console.print(f"[red]invalid broadcast:[/] {reason}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from err
-    code = asyncio.run(_send(body, tenant, follow))
+    code = asyncio.run(_send(body, tenant, follow, as_json=as_json))
     _exit(code)
 
 
-async def _send(body: Any, tenant_name: str, follow: bool) -> int:
+async def _send(body: Any, tenant_name: str, follow: bool, *, as_json: bool) -> int:
     from api.errors import ApiError
     from api.services.broadcasts import BroadcastBackends, create_broadcast
     from herald.db import make_engine
@@ -104,15 +107,18 @@ async def _send(body: Any, tenant_name: str, follow: bool) -> int:
             err_console.print(f"[red]not started:[/] {err.message}", highlight=False)
             return 1
         broadcast = created.broadcast
-        console.print(
+        # Only the id goes to stdout, so ``id=$(herald broadcast send ...)`` works.
+        err_console.print(
             f"broadcast {broadcast.id}: {broadcast.total} recipients at "
             f"{broadcast.rate_per_second:g}/s",
             highlight=False,
         )
         if follow:
-            await _follow(engine, tenant, broadcast.id)
+            broadcast = await _follow(engine, tenant, broadcast.id)
+            err_console.print(_summary(broadcast), highlight=False)
         else:
-            console.print(f"progress: herald broadcast status {broadcast.id}", highlight=False)
+            err_console.print(f"progress: herald broadcast status {broadcast.id}", highlight=False)
+        print(broadcast.model_dump_json() if as_json else broadcast.id)
         return 0
     finally:
         await engine.dispose()
@@ -242,8 +248,7 @@ async def _import(rows: list[tuple[int, str, str]], tenant_name: str) -> int:
     from rich.progress import Progress
 
     from api.services import topics
-    from herald.broadcasts import TopicKey
-    from herald.contracts import UserId
+    from herald.contracts import TopicKey, UserId
     from herald.db import make_engine
     from herald.tenants import tenant_by_name
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -13,6 +14,7 @@ import uvloop
 from rich.console import Console
 
 from cli.broadcasts import broadcast_app, topic_app
+from cli.producers import producer_app
 from herald.contracts import Channel
 from herald.runtime import tune_gc
 from herald.settings import InsecureSettings, get_settings
@@ -53,6 +55,7 @@ tenant_app = typer.Typer(help="Tenants and their limits.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(broadcast_app, name="broadcast", no_args_is_help=True)
 app.add_typer(topic_app, name="topic", no_args_is_help=True)
+app.add_typer(producer_app, name="producer", no_args_is_help=True)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -145,25 +148,53 @@ def db_upgrade() -> None:
     console.print("schema is up to date")
 
 
+class KeyScope(StrEnum):
+    """What an API key may do (``herald.db.API_KEY_SCOPES``, in the same order)."""
+
+    send = "send"
+    read = "read"
+    manage = "manage"
+    admin = "admin"
+
+
 @apikey_app.command("create")
 def apikey_create(
     tenant: Annotated[str, typer.Option(help="Tenant name; created if new.")],
     test: Annotated[
         bool, typer.Option("--test", help="A test key: its notifications never reach a provider.")
     ] = False,
+    scope: Annotated[
+        list[KeyScope] | None,
+        typer.Option(
+            help="What the key may do (repeat for several): send, read, manage, admin. "
+            "Default: all four."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON object (key, tenant, test, scopes).")
+    ] = False,
 ) -> None:
-    """Create an API key for a tenant and print it (shown only this once)."""
+    """Create an API key for a tenant and print it alone on stdout (shown only this
+    once)."""
+    import json
+
     from herald.db import make_engine
-    from herald.tenants import create_api_key
+    from herald.tenants import ALL_SCOPES, create_api_key
+
+    scopes = frozenset(chosen.value for chosen in scope) if scope else ALL_SCOPES
 
     async def create() -> str:
         engine = make_engine(get_settings(), pool_size=1)
         try:
-            return await create_api_key(engine, tenant, test=test)
+            return await create_api_key(engine, tenant, test=test, scopes=scopes)
         finally:
             await engine.dispose()
 
-    print(asyncio.run(create()))
+    key = asyncio.run(create())
+    if as_json:
+        print(json.dumps({"key": key, "tenant": tenant, "test": test, "scopes": sorted(scopes)}))
+    else:
+        print(key)
 
 
 @tenant_app.command("limit")
@@ -171,10 +202,15 @@ def tenant_limit(
     tenant: Annotated[str, typer.Argument(help="Tenant name.")],
     per_minute: Annotated[
         int | None,
-        typer.Option(min=1, help="Requests per minute per API key; omit for the default."),
+        typer.Option(
+            min=1,
+            help="Requests per minute for the tenant, across all its keys; omit for the "
+            "default per API key.",
+        ),
     ] = None,
 ) -> None:
-    """Set a tenant's REST rate limit per API key (HERALD_RATE_LIMIT_PER_MINUTE if unset)."""
+    """Set a tenant's REST rate limit, shared by all its keys (unset: each key has
+    HERALD_RATE_LIMIT_PER_MINUTE)."""
     from herald.db import make_engine
     from herald.tenants import set_rate_limit
 
@@ -188,8 +224,8 @@ def tenant_limit(
     if not asyncio.run(apply()):
         err_console.print(f"[red]no tenant {tenant!r}[/]")
         raise typer.Exit(1)
-    limit = f"{per_minute}/min" if per_minute else "the default"
-    console.print(f"{tenant}: {limit} per API key")
+    limit = f"{per_minute}/min across its keys" if per_minute else "the default per API key"
+    console.print(f"{tenant}: {limit}")
 
 
 def _exit_now(code: int = 0) -> NoReturn:
@@ -313,7 +349,13 @@ def publish(
     user_id: Annotated[str, typer.Option(help="The recipient's id.")],
     template: Annotated[str, typer.Option(help="Template key.")],
     data: Annotated[str, typer.Option(help="Template data, a JSON object.")] = "{}",
-    tenant: Annotated[str, typer.Option(help="Tenant name.")] = "demo",
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            help="Optional: the requests belong to the tenant of HERALD_AMQP_URL's user "
+            "(herald producer add); another name here gets them dead-lettered."
+        ),
+    ] = None,
     locale: Annotated[str | None, typer.Option(help="Locale, e.g. de-AT.")] = None,
     count: Annotated[int, typer.Option(min=1, help="How many, each with its own id.")] = 1,
     notification_id: Annotated[

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 import aio_pika
+import httpx
 from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv
 from devtools.sinks import Rule, Sinks
+from herald.amqp import url_user
+from herald.db import make_engine
 from herald.migrate import ensure_database, server_connection, upgrade
 from herald.ports import port_open
+from herald.producers import ProducerError, map_producer, producer_tenant
 from herald.search import setup_cluster
 from herald.settings import Settings
 
@@ -28,6 +34,10 @@ PROCESS_TYPES = ("core", "email", "sms", "push")
 DEV_METRICS_PORT = 9100
 # The email bounce server and the webhook dispatcher (after the workers' metrics ports).
 RECEIPT_PROCESSES = ("bounces", "webhooks")
+# The tenant `herald publish` sends for under `herald dev` (README's examples use it).
+DEV_TENANT = "demo"
+# How long the banner waits for the API to answer before it is printed anyway.
+API_START_SECONDS = 60.0
 
 
 async def check_services(settings: Settings) -> list[str]:
@@ -51,6 +61,24 @@ async def check_services(settings: Settings) -> list[str]:
             f"is unreachable ({type(err).__name__}). Start it: rabbitmq-server -detached"
         )
     return problems
+
+
+async def map_dev_producer(settings: Settings) -> str | None:
+    """Map the AMQP user of ``HERALD_AMQP_URL`` (``guest`` by default) to the ``demo``
+    tenant, so ``herald publish`` works out of the box; the user's name if it was not a
+    producer before. Outside development, producers get their own users (``herald
+    producer add``)."""
+    user = url_user(settings.amqp_url)
+    engine = make_engine(settings, pool_size=1)
+    try:
+        if await producer_tenant(engine, user) is not None:
+            return None
+        with contextlib.suppress(ProducerError):  # another process mapped it meanwhile
+            await map_producer(engine, user, DEV_TENANT)
+            return user
+    finally:
+        await engine.dispose()
+    return None
 
 
 def metrics_base(settings: Settings) -> int:
@@ -80,19 +108,48 @@ def children(settings: Settings, log_dir: Path) -> list[ManagedProcess]:
 
 
 def console_env(api: ManagedProcess, settings: Settings, metrics_ports: dict[str, int]) -> None:
-    """The console under ``herald dev``: a session cookie over plain HTTP, and the
-    workers' metrics for its health page (unless the environment says otherwise)."""
+    """The console under ``herald dev``: a session cookie over plain HTTP, the workers'
+    metrics for its health page, and ``/codec`` open to the local Temporal UI (unless the
+    environment says otherwise)."""
     urls = ",".join(
         f"http://{settings.metrics_host}:{port}/metrics"
         for name, port in metrics_ports.items()
         if name.startswith("worker-")
     )
+    codec = (
+        # The dev server's UI sends no credentials to the codec endpoint; a developer who
+        # set a codec token (or the switch itself) keeps that.
+        {}
+        if {"HERALD_CODEC_TOKEN", "HERALD_CODEC_ALLOW_ANONYMOUS"} & set(os.environ)
+        else {"HERALD_CODEC_ALLOW_ANONYMOUS": "true"}
+    )
     api.env = {
+        **codec,
         "HERALD_CONSOLE_SECURE_COOKIE": "false",
         "HERALD_CONSOLE_METRICS_URLS": urls,
         **{name: value for name, value in os.environ.items() if name.startswith("HERALD_CONSOLE_")},
         **api.env,
     }
+
+
+def wait_for_api(
+    api_url: str,
+    api: ManagedProcess,
+    stopping: Callable[[], bool],
+    timeout: float = API_START_SECONDS,
+) -> bool:
+    """Wait until the API answers ``/healthz``, so the banner that follows is true when
+    it is printed; False if it did not within ``timeout`` (or its process exited, or
+    Ctrl-C came first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and api.alive and not stopping():
+        try:
+            if httpx.get(f"{api_url}/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
@@ -115,12 +172,15 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
             port=int(port),
             ui_port=urlparse(settings.temporal_ui_url).port or 8233,
             log_file=log_dir / "temporal.log",
+            ui_codec_endpoint=f"http://{settings.api_host}:{settings.api_port}/codec",
         )
         console.print("starting the Temporal dev server …")
         server.start()
 
     asyncio.run(ensure_database(settings.database_url))
     upgrade(settings.database_url)
+    if mapped := asyncio.run(map_dev_producer(settings)):
+        console.print(f"AMQP user {mapped} publishes for tenant {DEV_TENANT} (herald publish)")
 
     sinks = None
     if with_sinks and not port_open("127.0.0.1", settings.smtp_port):
@@ -154,6 +214,11 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         if sinks
         else "off"
     )
+    if not wait_for_api(api_url, procs[0], lambda: stopping):
+        console.print(
+            f"[yellow]the API does not answer at {api_url}/healthz yet "
+            f"(log: {procs[0].log_path})[/]"
+        )
     console.print(
         "\n[bold green]Herald is running[/]\n"
         f"  API          {api_url}   (docs: {api_url}/docs)\n"

@@ -72,6 +72,8 @@ class Received:
     subject: str | None = None
     message_id: str | None = None
     raw: Any = None
+    # For email, the bytes as the SMTP server received them (what a mailbox provider reads).
+    content: bytes | None = None
     at: float = field(default_factory=time.time)
     arrived_at: float | None = None
 
@@ -83,7 +85,9 @@ class Received:
     def public(self) -> dict[str, Any]:
         """A JSON-friendly view."""
         return {
-            key: value for key, value in self.__dict__.items() if key != "raw" and value is not None
+            key: value
+            for key, value in self.__dict__.items()
+            if key not in ("raw", "content") and value is not None
         }
 
 
@@ -236,6 +240,7 @@ class _UnreadEmail:
             idempotency_key=message_id,
             body=_email_text(parsed),
             raw=parsed,
+            content=self.content,
             at=self.at,
             arrived_at=self.arrived_at,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -63,10 +62,12 @@ async def test_import_a_csv_then_broadcast_to_it_and_follow_it_to_the_end(
         "100",
     )
     assert sent.returncode == 0, sent.stderr
-    found = re.search(r"broadcast ([0-9a-f-]{36}): 20 recipients", sent.stdout)
-    assert found, sent.stdout
+    # The id alone on stdout (for ``id=$(herald broadcast send ...)``), the rest on stderr.
+    broadcast_id = sent.stdout.strip()
+    assert str(uuid.UUID(broadcast_id)) == broadcast_id, sent.stdout
+    assert f"broadcast {broadcast_id}: 20 recipients" in sent.stderr
 
-    status = await asyncio.to_thread(_herald, settings, "broadcast", "status", found.group(1))
+    status = await asyncio.to_thread(_herald, settings, "broadcast", "status", broadcast_id)
 
     assert status.returncode == 0, status.stderr
     assert "completed: 20/20 started · 20 sent" in status.stdout

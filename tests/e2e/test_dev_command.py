@@ -68,7 +68,8 @@ def test_dev_runs_everything_and_sends_an_email(tmp_path: Path) -> None:
         printed = (tmp_path / "dev.out").read_text()
         assert f"http://127.0.0.1:{api}" in printed
         assert f"http://127.0.0.1:{ui}" in printed
-        wait_http(f"http://127.0.0.1:{api}/healthz")
+        # The banner is printed only once the API answers.
+        assert httpx.get(f"http://127.0.0.1:{api}/healthz", timeout=5).status_code == 200
         wait_http(f"http://127.0.0.1:{ui}")  # the Temporal Web UI answers
         # Every metrics port the banner names answers: one per process but the API.
         first, last = map(int, re.findall(r":(\d+)-(\d+)/metrics", printed)[0])
@@ -122,6 +123,20 @@ def test_dev_runs_everything_and_sends_an_email(tmp_path: Path) -> None:
             f"http://127.0.0.1:{http}/_sink/messages", params={"channel": "email"}
         ).json()
         assert [m["subject"] for m in inbox] == ["Hi Ada"]
+
+        # The README's RabbitMQ example: guest publishes for demo under `herald dev`.
+        publish = "publish --channel email --user-id ada --template welcome".split()
+        queued = subprocess.run(
+            herald_argv(*publish, "--data", '{"name": "Ada"}'),
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        deadline = time.monotonic() + 60
+        while api_client.get(f"/v1/notifications/{queued}").json().get("status") != "sent":
+            assert time.monotonic() < deadline, "the published email was never sent"
+            time.sleep(0.3)
     finally:
         dev.terminate()
         assert dev.wait(timeout=90) == 0
