@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -66,6 +67,31 @@ TERMINAL_STATUSES = frozenset(
     }
 )
 
+
+def _text(value: str) -> str:
+    """Refuse text PostgreSQL cannot store, at the edge (``herald.dataerrors`` is the net)."""
+    if "\x00" in value:
+        raise ValueError("may not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid UTF-8 (no lone surrogates)") from None
+    return value
+
+
+# Every free-text field of a request body, query or queued message: no NUL, valid UTF-8.
+Text = Annotated[str, AfterValidator(_text)]
+
+
+def _json_text(value: dict[str, Any]) -> dict[str, Any]:
+    if has_nul(value):
+        raise ValueError("may not contain the NUL character (\\u0000) or invalid UTF-8")
+    return value
+
+
+# A request's ``data``: any JSON object whose keys and strings are all ``Text``.
+JsonText = Annotated[dict[str, Any], AfterValidator(_json_text)]
+
 UserId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
 TemplateKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
 Locale = Annotated[
@@ -77,8 +103,9 @@ CategoryName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z
 # Templates are transactional unless they say otherwise; transactional messages (a
 # password reset, a receipt) cannot be opted out of and carry no unsubscribe link.
 TRANSACTIONAL = "transactional"
-# At most this many requests become one digest, whatever ``max_items`` asks.
-DIGEST_ITEMS_LIMIT = 500
+# At most this many requests become one digest, whatever ``max_items`` asks (each
+# request's data stays in PostgreSQL; Temporal carries only the ids).
+DIGEST_ITEMS_LIMIT = 1000
 _CLOCK = re.compile(r"\A([01]\d|2[0-3]):[0-5]\d\Z")
 
 
@@ -120,8 +147,13 @@ class QuietHours(BaseModel):
 
 
 def has_nul(value: Any) -> bool:
-    """Whether a JSON value holds a NUL character anywhere, which PostgreSQL cannot store."""
+    """Whether a JSON value holds a NUL character (or a lone surrogate, not UTF-8)
+    anywhere, keys included, which PostgreSQL cannot store."""
     if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
         return "\x00" in value
     if isinstance(value, dict):
         return any(has_nul(key) or has_nul(item) for key, item in value.items())
@@ -133,7 +165,7 @@ def has_nul(value: Any) -> bool:
 def storable(value: str | None) -> str | None:
     """``value`` unchanged, or a validation error if PostgreSQL could not store it."""
     if value is not None and has_nul(value):
-        raise ValueError("may not contain the NUL character (\\u0000)")
+        raise ValueError("may not contain the NUL character (\\u0000) or invalid UTF-8")
     return value
 
 
@@ -186,7 +218,7 @@ class NotificationBody(BaseModel):
     @classmethod
     def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
         if has_nul(value):
-            raise ValueError("data may not contain the NUL character (\\u0000)")
+            raise ValueError("data may not contain the NUL character (\\u0000) or invalid UTF-8")
         return value
 
     @field_validator("fallback")
@@ -232,10 +264,12 @@ class NotificationRequest(NotificationBody):
 
 
 class QueuedNotification(NotificationRequest):
-    """A RabbitMQ ingest message: the REST body plus the producer's id and tenant name."""
+    """A RabbitMQ ingest message: the REST body plus the producer's id and, optionally,
+    the tenant name (the publishing AMQP user's tenant is the message's; a body naming
+    another is dead-lettered)."""
 
     id: uuid.UUID
-    tenant: str = Field(min_length=1, max_length=128)
+    tenant: Text | None = Field(default=None, min_length=1, max_length=128)
 
 
 class FailedNotification(NotificationRequest):
@@ -507,9 +541,36 @@ class Prepared(BaseModel):
 
 
 class DigestItem(BaseModel):
-    """Signal ``add``: one request joining its digest (the notification it would have been)."""
+    """Signal ``add``: one request joining its digest, by id, with the small facts the
+    digest needs (its ``data`` stays in the request's notification row).
 
-    notification: NotificationInput
+    Runs started before items were sent by id got the whole request in ``notification``;
+    such signals still decode and are still taken in.
+    """
+
+    notification_id: uuid.UUID | None = None
+    locale: str | None = None
+    request_id: str | None = None
+    notification: NotificationInput | None = None
+
+    @property
+    def id(self) -> uuid.UUID:
+        """The request's notification id, whichever shape the signal has."""
+        if self.notification is not None:
+            return self.notification.notification_id
+        assert self.notification_id is not None
+        return self.notification_id
+
+    @property
+    def facts(self) -> DigestItem:
+        """This item as an id and its small facts (the shape carried from now on)."""
+        if self.notification is None:
+            return self
+        return DigestItem(
+            notification_id=self.notification.notification_id,
+            locale=self.notification.locale,
+            request_id=self.notification.request_id,
+        )
 
 
 class DigestInput(BaseModel):
@@ -531,6 +592,8 @@ class DigestInput(BaseModel):
     pending: list[DigestItem] = Field(default_factory=list)
     # Which digest of this key the run is (1 for the first), for the Temporal UI.
     number: int = 1
+    # A test key's digest: only test requests join it, and it is sent as a test one.
+    test: bool = False
 
 
 class DigestClaim(BaseModel):
@@ -545,13 +608,18 @@ class DigestClaim(BaseModel):
     key: str
     opened_at: datetime
     closes_at: datetime
-    items: list[NotificationInput]
+    # Requests signalled whole (before items were sent by id): their rows are written here.
+    items: list[NotificationInput] = Field(default_factory=list)
+    # Requests signalled by id: their rows were written by whoever accepted them.
+    notification_ids: list[uuid.UUID] = Field(default_factory=list)
 
 
 class DigestClaimed(BaseModel):
-    """The requests that are now members (those already in another digest are not)."""
+    """The requests that are now members (those already in another digest are not), and
+    those whose row is not written yet (their acceptance is still under way)."""
 
     notification_ids: list[uuid.UUID] = Field(default_factory=list)
+    unrecorded: list[uuid.UUID] = Field(default_factory=list)
 
 
 class DigestClose(BaseModel):
@@ -565,12 +633,15 @@ class DigestClose(BaseModel):
     channel: Channel
     template: str
     locale: str | None = None
-    # Each member's ``data``, oldest first, and their notification ids in the same order.
-    items: list[dict[str, Any]]
+    # Each member's ``data``, oldest first, from runs that carried it; runs since send
+    # none and the template reads the members' data from PostgreSQL.
+    items: list[dict[str, Any]] = Field(default_factory=list)
+    # The members' notification ids, oldest first.
     item_ids: list[uuid.UUID]
     closed_at: datetime
     waited_until: datetime | None = None
     request_id: str | None = None
+    test: bool = False
 
 
 class DigestOutcome(BaseModel):
@@ -632,3 +703,148 @@ class Receipt(BaseModel):
     def key_suffix(self) -> str:
         """The event key after the cycle: one event per cycle, source and report."""
         return f":receipt:{self.report_key}"
+
+
+# Broadcasts: one message to an audience, fanned out by ``BroadcastWorkflow``
+# (``herald/broadcasts.py`` starts it and reads its audience).
+
+
+# Most user ids one broadcast (``audience.user_ids``) or one subscribe call may name.
+MAX_USER_IDS = 10_000
+
+
+TopicKey = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+
+
+class BroadcastStatus(StrEnum):
+    """Where a broadcast is: still starting recipients, or done with that."""
+
+    running = "running"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class Audience(BaseModel):
+    """Who a broadcast reaches: exactly one of a topic's subscribers, a list of user ids,
+    or every user of the tenant."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: TopicKey | None = None
+    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=MAX_USER_IDS)
+    all_users: bool | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Audience:
+        given = [self.topic is not None, self.user_ids is not None, bool(self.all_users)]
+        if sum(given) != 1:
+            raise ValueError(
+                'name exactly one audience: {"topic": key}, {"user_ids": [...]} '
+                'or {"all_users": true}'
+            )
+        return self
+
+
+def broadcast_workflow_id(broadcast_id: uuid.UUID | str) -> str:
+    """``broadcast-<uuid>``: how a broadcast is found in Temporal."""
+    return f"broadcast-{broadcast_id}"
+
+
+def recipient_notification_id(broadcast_id: uuid.UUID, user_id: str) -> uuid.UUID:
+    """The notification one recipient of a broadcast gets: the same every time it is
+    derived, so a fan-out page retried after a crash starts nobody twice."""
+    return uuid.uuid5(broadcast_id, user_id)
+
+
+class BroadcastDefinition(BaseModel):
+    """What a broadcast sends and to whom: its row in ``broadcasts``."""
+
+    broadcast_id: uuid.UUID
+    tenant_id: uuid.UUID
+    channel: Channel
+    template: str
+    locale: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    fallback: list[Channel] = Field(default_factory=list)
+    audience: Audience
+    send_at: datetime | None = None
+    rate_per_second: float
+    total: int
+    request_hash: str | None = None
+    created_at: datetime
+    # Made with a test key: every recipient's notification is a test notification.
+    test: bool = False
+
+
+class BroadcastInput(BaseModel):
+    """The input of one ``BroadcastWorkflow`` run: one page of the fan-out.
+
+    Each run starts one page of recipients and continues as new with the cursor moved on,
+    so no history ever holds more than one page. Only the first run carries the
+    ``definition``, to write the broadcast's row as its first step; later runs read it.
+    """
+
+    broadcast_id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant: str = ""
+    channel: Channel
+    template: str
+    send_at: datetime | None = None
+    rate_per_second: float = 50.0
+    page_size: int = 200
+    request_id: str | None = None
+    # Keyset cursor: the last user id started (user ids are never empty).
+    after: str = ""
+    started: int = 0
+    definition: BroadcastDefinition | None = None
+
+    @property
+    def workflow_id(self) -> str:
+        """The Temporal workflow id."""
+        return broadcast_workflow_id(self.broadcast_id)
+
+
+class FanOutPage(BaseModel):
+    """Input of ``fan_out_page``: start the next ``limit`` recipients after ``after``."""
+
+    broadcast_id: uuid.UUID
+    tenant_id: uuid.UUID
+    tenant: str = ""
+    after: str = ""
+    limit: int
+    request_id: str | None = None
+    # Spread the page's starts evenly at this rate (0: as fast as they go).
+    per_second: float = 0.0
+
+
+class FanOutResult(BaseModel):
+    """What one page did. ``started`` counts every recipient of the page, whether this
+    attempt started them or an earlier one had (``new`` are the former)."""
+
+    last_user_id: str
+    started: int = 0
+    new: int = 0
+    exhausted: bool = False
+    # The broadcast's cancel was asked for (seen in PostgreSQL): nothing was started.
+    cancelled: bool = False
+
+
+class BroadcastEnd(BaseModel):
+    """Input of ``end_broadcast``: the broadcast has started everyone it will."""
+
+    broadcast_id: uuid.UUID
+    status: BroadcastStatus
+    started: int
+
+
+class BroadcastCancel(BaseModel):
+    """Signal ``cancel``: start no more recipients."""
+
+    reason: str = "cancelled by request"
+
+
+class BroadcastState(BaseModel):
+    """The workflow's result."""
+
+    status: BroadcastStatus
+    started: int

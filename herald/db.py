@@ -59,6 +59,10 @@ class Tenant(Base):
     rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
 
 
+# What an API key may do (``api/deps.py`` maps every route to one); a new key has all.
+API_KEY_SCOPES = ("send", "read", "manage", "admin")
+
+
 class ApiKey(Base):
     """An API key, stored as its SHA-256; the key itself is shown once at creation."""
 
@@ -74,6 +78,9 @@ class ApiKey(Base):
     kind: Mapped[str] = mapped_column(String(8), default="live", server_default="live")
     # When the key last authenticated a request, to within a minute (see herald/tenants.py).
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), server_default="{" + ",".join(API_KEY_SCOPES) + "}"
+    )
 
 
 class User(Base):
@@ -190,7 +197,7 @@ class Notification(Base):
     leg: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Kept so a resend waits for a receipt the same way.
     confirm_within_seconds: Mapped[float | None] = mapped_column(Float)
-    # The strongest delivery receipt of ``receipt_cycle`` (herald/statuslog.py): kept on
+    # The strongest delivery receipt of ``receipt_cycle`` (herald/statuslog/): kept on
     # the row so a receipt that arrives before ``sent`` is recorded still decides the
     # status once it is.
     receipt_cycle: Mapped[int | None] = mapped_column(Integer)
@@ -394,9 +401,28 @@ class Broadcast(Base):
     # The audience's size when created; the number reached once completed.
     total: Mapped[int] = mapped_column(Integer)
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Made with a test key: its notifications are test notifications, and only test
+    # keys see it.
+    test: Mapped[bool] = mapped_column(default=False, server_default="false")
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Producer(Base):
+    """A RabbitMQ user allowed to publish notification requests, and the tenant its
+    messages belong to (the broker-validated ``user_id`` of a message names the user)."""
+
+    __tablename__ = "producers"
+
+    # AMQP's user_id is a short string: at most 255 bytes.
+    amqp_user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), index=True
+    )
+    # A test producer's notifications never reach a provider, as a test key's.
+    test: Mapped[bool] = mapped_column(default=False, server_default="false")
+    created_at: Mapped[datetime] = _now()
 
 
 # A pooled connection idle for longer than this is checked before it is used again.

@@ -51,7 +51,7 @@ PROVIDER_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 
-# Delivery receipts (herald/statuslog.py), in whichever process applies them (the API,
+# Delivery receipts (herald/statuslog/), in whichever process applies them (the API,
 # ``herald bounces``, and a send step whose ``sent`` meets a receipt that came first).
 # Only a receipt that changes the status counts, so a replayed callback never counts
 # twice. Every ``undelivered`` was counted ``sent`` by NOTIFICATIONS first: delivery

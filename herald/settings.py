@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herald.codec import DEVELOPMENT_PAYLOAD_KEYS, PayloadKeyError, parse_payload_keys
 
 
 class InsecureSettings(Exception):
     """A production start with a secret left at its development default."""
+
+
+# Where compose (or any platform that mounts secrets as files) puts them: one file per
+# setting, named like its variable (``/run/secrets/HERALD_UNSUBSCRIBE_SECRET``). The
+# environment wins over a file; without the directory, only the environment is read.
+_SECRETS_DIR = "/run/secrets"
 
 
 class Settings(BaseSettings):
@@ -19,7 +28,11 @@ class Settings(BaseSettings):
     ``get_secret_value()`` where a provider needs them.
     """
 
-    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="HERALD_",
+        extra="ignore",
+        secrets_dir=_SECRETS_DIR if os.path.isdir(_SECRETS_DIR) else None,
+    )
 
     # "production" refuses to start while a secret still has its development default.
     env: str = "development"
@@ -95,9 +108,23 @@ class Settings(BaseSettings):
     push_rate_per_second: float | None = Field(default=None, gt=0)
 
     # REST rate limit per API key, shared by every API instance through Redis; a tenant
-    # can have its own (``herald tenant limit``). Redis down → requests are let through.
+    # can have its own (``herald tenant limit``), which holds across all its keys.
+    # Redis down → requests are let through.
     redis_url: str = "redis://127.0.0.1:6379/0"
     rate_limit_per_minute: int = Field(default=6000, ge=1)
+
+    # Most of each thing one tenant may create through the API (beyond: 409): live,
+    # unrevoked API keys, webhook endpoints, topics, and template keys.
+    max_api_keys: int = Field(default=100, ge=1)
+    max_webhooks: int = Field(default=20, ge=1)
+    max_topics: int = Field(default=1000, ge=1)
+    max_templates: int = Field(default=1000, ge=1)
+
+    # What one render of a template (preview, save check, send) may produce and spend:
+    # output bytes (and the size of any string or list it builds), and CPU milliseconds.
+    # Beyond: 422 at preview and save, ``failed`` at send (herald/templating.py).
+    render_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    render_max_ms: int = Field(default=500, ge=1)
 
     # The RabbitMQ bridge (``herald bridge``) and everything that publishes to RabbitMQ.
     # Ingest messages share the REST body limit, ``max_request_bytes``.
@@ -122,17 +149,20 @@ class Settings(BaseSettings):
         if self.env != "production":
             return self
         # Only secrets that come with a development value: an unset one (no SMTP login)
-        # is a real configuration, not a leftover.
+        # is a real configuration, not a leftover. An empty one is a secret store's key
+        # left blank.
         defaults = [
             f"HERALD_{name.upper()}"
             for name, field in type(self).model_fields.items()
-            if isinstance(field.default, SecretStr) and getattr(self, name) == field.default
+            if isinstance(field.default, SecretStr)
+            and getattr(self, name) in (field.default, SecretStr(""))
         ]
         if defaults:
             # Not a ValueError: pydantic passes it through as it is, for the CLI to show.
             raise InsecureSettings(
                 f"HERALD_ENV=production, but {', '.join(defaults)} still "
-                f"{'has its' if len(defaults) == 1 else 'have their'} development default; "
+                f"{'has its' if len(defaults) == 1 else 'have their'} development default "
+                "or an empty value; "
                 "set the real secret"
             )
         return self
@@ -168,9 +198,11 @@ class Settings(BaseSettings):
     # Where Herald's API is reached from outside (links in messages): an https URL in
     # production. One-click unsubscribe links are ``{public_url}/u/{token}``.
     public_url: str = "http://127.0.0.1:8000"
-    # Signs unsubscribe tokens; changing it invalidates every link already sent.
+    # Signs unsubscribe tokens and bounce addresses (herald/bounce_addresses.py); changing
+    # it invalidates every link already sent and refuses bounces of mail already sent.
     unsubscribe_secret: SecretStr = SecretStr("dev-unsubscribe-secret")
-    # The mailto of ``List-Unsubscribe``; unset: ``unsubscribe@`` the sender's domain.
+    # The mailto address of ``List-Unsubscribe``; unset: ``unsubscribe@`` the domain of
+    # ``bounce_address``, whose mail ``herald bounces`` takes. Set, it must reach it too.
     unsubscribe_mailto: str | None = None
 
     # --- The console (/console) ---
@@ -189,8 +221,9 @@ class Settings(BaseSettings):
 
     # --- Delivery receipts and status webhooks ---
     # (``public_url`` above is also where Twilio's status callbacks go.)
-    # Bounces come back to bounces+<notification id>@<this address's domain> (VERP);
-    # ``herald bounces`` takes them on this port.
+    # Bounces come back to bounces+<notification id>.<mac>@<this address's domain> (signed
+    # VERP), and the List-Unsubscribe mailto to unsubscribe@ that domain (unless
+    # ``unsubscribe_mailto`` is set); ``herald bounces`` takes both on this port.
     bounce_address: str = "bounces@localhost"
     bounce_smtp_host: str = "127.0.0.1"
     bounce_smtp_port: int = Field(default=2526, ge=0, le=65535)
@@ -223,6 +256,38 @@ class Settings(BaseSettings):
     # How often the bridge samples its ingest queues' depth and the API how many
     # notifications are retrying (the gauges deploy/prometheus/alerts.yml alerts on).
     backlog_sample_seconds: float = Field(default=15.0, gt=0)
+
+    # --- Payload encryption (herald/codec.py) and the codec endpoint (/codec) ---
+    # ``kid1:base64key,kid2:base64key``: 32-byte AES keys; the first encrypts every payload
+    # put in Temporal, all of them decrypt (rotate by putting a new key first). Make one:
+    # ``echo "k2:$(head -c 32 /dev/urandom | base64)"``.
+    payload_keys: SecretStr = SecretStr(DEVELOPMENT_PAYLOAD_KEYS)
+    # The operator token /codec/decode and /codec/encode require (``Authorization: Bearer
+    # <token>``); unset, they answer 403. Payloads are not tenant-scoped, so no API key
+    # of a tenant is accepted there.
+    codec_token: SecretStr | None = None
+    # Serve /codec without a token (``herald dev``, whose Temporal UI sends none); refused
+    # in production.
+    codec_allow_anonymous: bool = False
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _payload_keys_parse(cls, value: SecretStr) -> SecretStr:
+        try:
+            parse_payload_keys(value.get_secret_value())
+        except PayloadKeyError as err:
+            # Not a ValueError: pydantic's message would quote the input, the keys.
+            raise InsecureSettings(str(err)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_anonymous_codec_in_production(self) -> Settings:
+        if self.env == "production" and self.codec_allow_anonymous:
+            raise InsecureSettings(
+                "HERALD_ENV=production, but HERALD_CODEC_ALLOW_ANONYMOUS is on: anyone could "
+                "decrypt Temporal payloads; set HERALD_CODEC_TOKEN instead"
+            )
+        return self
 
 
 @lru_cache

@@ -17,8 +17,10 @@ import httpx
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, assign_metrics_ports, herald_argv, wait_http
 from devtools.sinks import Sinks
+from herald.amqp import url_vhost
 from herald.db import make_engine
 from herald.ports import free_port
+from herald.producers import add_producer
 from herald.settings import Settings
 from herald.tenants import create_api_key, set_rate_limit
 
@@ -26,7 +28,8 @@ TERMINAL = {"sent", "delivered", "failed", "cancelled", "suppressed"}
 
 
 def rabbitmq_vhost(name: str, *, create: bool) -> None:
-    """Create (or delete) a RabbitMQ vhost so test runs never share queues."""
+    """Create (or delete) a RabbitMQ vhost so test runs never share queues; deleting it
+    deletes the producer users made for it too (``producer_settings``)."""
     if create:
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", name], check=False, capture_output=True)
         subprocess.run(
@@ -38,6 +41,45 @@ def rabbitmq_vhost(name: str, *, create: bool) -> None:
         subprocess.run(
             ["rabbitmqctl", "-q", "delete_vhost", name], check=False, capture_output=True
         )
+        users = subprocess.run(
+            ["rabbitmqctl", "-q", "list_users", "--no-table-headers"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        for line in users.splitlines():
+            user = line.split("\t", 1)[0]
+            if user.startswith(f"{name}."):
+                subprocess.run(
+                    ["rabbitmqctl", "-q", "delete_user", user], check=False, capture_output=True
+                )
+        _producers.pop(name, None)
+
+
+# The producer URL of each (tenant, test) per vhost, made once (``producer_settings``).
+_producers: dict[str, dict[tuple[str, bool], str]] = {}
+
+
+async def producer_settings(settings: Settings, tenant: str, *, test: bool = False) -> Settings:
+    """``settings`` that publish as ``tenant``'s own producer, an AMQP user that may only
+    write to ``herald.requests`` (a test producer's notifications never reach a
+    provider). Made on first use per tenant and vhost; deleted with the vhost."""
+    vhost = url_vhost(settings.amqp_url)
+    made = _producers.setdefault(vhost, {})
+    if (tenant, test) not in made:
+        engine = make_engine(settings, pool_size=1)
+        try:
+            producer = await add_producer(
+                engine,
+                settings.amqp_url,
+                tenant=tenant,
+                amqp_user=f"{vhost}.{tenant}{'.test' if test else ''}",
+                test=test,
+            )
+        finally:
+            await engine.dispose()
+        made[(tenant, test)] = producer.amqp_url
+    return settings.model_copy(update={"amqp_url": made[(tenant, test)]})
 
 
 def own_temporal(run_dir: Path, name: str) -> TemporalDevServer:
@@ -80,6 +122,8 @@ def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides:
         "webhook_retry_maximum_seconds": 4.0,
         # The alerts' sampled gauges (queue depth, retrying notifications), every second.
         "backlog_sample_seconds": 1.0,
+        # The test server's Temporal UI decodes payloads through the API without a token.
+        "codec_allow_anonymous": True,
     }
     values.update(overrides)
     # Links in messages (one-click unsubscribe) point at this run's API.

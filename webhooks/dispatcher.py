@@ -1,7 +1,7 @@
 """The webhook dispatcher: delivers what the outbox (``webhook_messages``) still owes.
 
 Every status event is written to the outbox in the same statement as the event itself
-(``herald/statuslog.py``), so what is owed lives in PostgreSQL and a crash of any process
+(``herald/statuslog/``), so what is owed lives in PostgreSQL and a crash of any process
 loses nothing. Dispatchers claim due messages with ``FOR UPDATE SKIP LOCKED`` and a
 lease (``HERALD_WEBHOOK_LEASE_SECONDS``): a dispatcher that dies mid-delivery leaves its
 messages to be claimed again once the lease runs out, by itself after a restart or by
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections import Counter as Tally
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._finished = asyncio.Event()
 
-    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    async def run(self, stop: asyncio.Event, ready: threading.Event | None = None) -> None:
         """Deliver until ``stop`` is set, then let what is in flight finish."""
         settings = self._settings
         failures = 0

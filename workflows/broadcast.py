@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.broadcasts import BroadcastActivities
     from herald import search
-    from herald.broadcasts import (
+    from herald.contracts import (
         BroadcastCancel,
         BroadcastEnd,
         BroadcastInput,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from api.deps import BackendsDep, TenantDep
-from api.schemas_many import BatchIn, BatchOut
+from api.deps import BackendsDep, SendTenantDep
+from api.schemas.notifications import BatchIn, BatchOut
 from api.services import batch
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -13,7 +13,11 @@ router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
 
 @router.post("/batch")
 async def submit_batch(
-    body: BatchIn, request: Request, response: Response, backends: BackendsDep, tenant: TenantDep
+    body: BatchIn,
+    request: Request,
+    response: Response,
+    backends: BackendsDep,
+    tenant: SendTenantDep,
 ) -> BatchOut:
     """Accept each item on its own: one result per item, in order (202, 200 for a replay
     of its idempotency_key, or the error a single submission would get). Answers once

@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from api.deps import BackendsDep, EngineDep, TenantDep
-from api.schemas_many import BroadcastAccepted, BroadcastIn, BroadcastOut, BroadcastPage
+from api.deps import BackendsDep, EngineDep, ReadOrSendTenantDep, SendTenantDep
+from api.schemas.broadcasts import BroadcastAccepted, BroadcastIn, BroadcastOut, BroadcastPage
 from api.services import broadcasts
-from herald.broadcasts import BroadcastStatus
+from herald.contracts import BroadcastStatus, Text
 
 router = APIRouter(prefix="/v1/broadcasts", tags=["broadcasts"])
 
@@ -25,7 +25,7 @@ async def create_broadcast(
     request: Request,
     response: Response,
     backends: BackendsDep,
-    tenant: TenantDep,
+    tenant: SendTenantDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
     ] = None,
@@ -49,10 +49,10 @@ async def create_broadcast(
 @router.get("")
 async def list_broadcasts(
     engine: EngineDep,
-    tenant: TenantDep,
+    tenant: ReadOrSendTenantDep,
     status: BroadcastStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[Text | None, Query(max_length=512)] = None,
 ) -> BroadcastPage:
     """Newest first, each with its progress."""
     return await broadcasts.list_broadcasts(
@@ -62,7 +62,7 @@ async def list_broadcasts(
 
 @router.get("/{broadcast_id}", name="get_broadcast")
 async def get_broadcast(
-    broadcast_id: uuid.UUID, engine: EngineDep, tenant: TenantDep
+    broadcast_id: uuid.UUID, engine: EngineDep, tenant: ReadOrSendTenantDep
 ) -> BroadcastOut:
     """Progress: total, started, and what became of those started."""
     return await broadcasts.get_broadcast(engine, tenant, broadcast_id)
@@ -70,7 +70,7 @@ async def get_broadcast(
 
 @router.post("/{broadcast_id}/cancel", status_code=202)
 async def cancel_broadcast(
-    broadcast_id: uuid.UUID, backends: BackendsDep, tenant: TenantDep
+    broadcast_id: uuid.UUID, backends: BackendsDep, tenant: SendTenantDep
 ) -> BroadcastOut:
     """Start no more recipients; those already started finish. 409 once it has ended."""
     return await broadcasts.cancel_broadcast(

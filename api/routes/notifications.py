@@ -9,10 +9,15 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from api.deps import BackendsDep, EngineDep, TenantDep
-from api.schemas import EventOut, NotificationAccepted, NotificationOut, NotificationPage
+from api.deps import BackendsDep, EngineDep, ReadOrSendTenantDep, SendTenantDep
+from api.schemas.notifications import (
+    EventOut,
+    NotificationAccepted,
+    NotificationOut,
+    NotificationPage,
+)
 from api.services import notifications
-from herald.contracts import Channel, NotificationBody, NotificationRequest, Status
+from herald.contracts import Channel, NotificationBody, NotificationRequest, Status, Text
 from herald.tenants import TenantContext
 
 router = APIRouter(prefix="/v1/notifications", tags=["notifications"])
@@ -64,7 +69,7 @@ async def submit(
     request: Request,
     response: Response,
     backends: BackendsDep,
-    tenant: TenantDep,
+    tenant: SendTenantDep,
     idempotency_key: IdempotencyKey = None,
 ) -> NotificationAccepted:
     """Send a notification on the channel named in the body."""
@@ -77,7 +82,7 @@ def _channel_route(channel: Channel) -> None:
         request: Request,
         response: Response,
         backends: BackendsDep,
-        tenant: TenantDep,
+        tenant: SendTenantDep,
         idempotency_key: IdempotencyKey = None,
     ) -> NotificationAccepted:
         try:
@@ -105,13 +110,13 @@ for _channel in Channel:
 @router.get("")
 async def list_notifications(
     engine: EngineDep,
-    tenant: TenantDep,
+    tenant: ReadOrSendTenantDep,
     status: Status | None = None,
     channel: Channel | None = None,
-    user_id: Annotated[str | None, Query(max_length=128)] = None,
+    user_id: Annotated[Text | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    template: Annotated[str | None, Query(max_length=128)] = None,
+    cursor: Annotated[Text | None, Query(max_length=512)] = None,
+    template: Annotated[Text | None, Query(max_length=128)] = None,
     broadcast_id: uuid.UUID | None = None,
 ) -> NotificationPage:
     """Newest first, filtered by status, channel, user, template and broadcast."""
@@ -130,7 +135,7 @@ async def list_notifications(
 
 @router.get("/{notification_id}", name="get_notification")
 async def get_notification(
-    notification_id: uuid.UUID, engine: EngineDep, tenant: TenantDep
+    notification_id: uuid.UUID, engine: EngineDep, tenant: ReadOrSendTenantDep
 ) -> NotificationOut:
     """Where the notification is now."""
     return await notifications.get_notification(engine, tenant, notification_id)
@@ -138,7 +143,7 @@ async def get_notification(
 
 @router.get("/{notification_id}/events")
 async def list_events(
-    notification_id: uuid.UUID, engine: EngineDep, tenant: TenantDep
+    notification_id: uuid.UUID, engine: EngineDep, tenant: ReadOrSendTenantDep
 ) -> list[EventOut]:
     """Every transition, oldest first."""
     return await notifications.list_events(engine, tenant, notification_id)
@@ -146,7 +151,7 @@ async def list_events(
 
 @router.post("/{notification_id}/cancel", status_code=202)
 async def cancel(
-    notification_id: uuid.UUID, backends: BackendsDep, tenant: TenantDep
+    notification_id: uuid.UUID, backends: BackendsDep, tenant: SendTenantDep
 ) -> NotificationOut:
     """Stop the notification if it has not been sent; 409 if it already ended."""
     return await notifications.cancel(backends, tenant, notification_id)
@@ -154,7 +159,7 @@ async def cancel(
 
 @router.post("/{notification_id}/resend", status_code=202)
 async def resend(
-    notification_id: uuid.UUID, backends: BackendsDep, tenant: TenantDep
+    notification_id: uuid.UUID, backends: BackendsDep, tenant: SendTenantDep
 ) -> NotificationOut:
     """Send again a notification that has ended (a new send cycle, logged)."""
     return await notifications.resend(backends, tenant, notification_id)

@@ -8,9 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 
-from api.deps import BackendsDep, TenantDep
-from api.receipt_schemas import ReceiptIn
-from api.schemas import NotificationOut
+from api.deps import BackendsDep, SendTenantDep
+from api.schemas.notifications import NotificationOut, ReceiptIn
 from api.services import receipts
 from herald.receipts import TWILIO_STATUS_PATH
 
@@ -19,7 +18,7 @@ router = APIRouter(tags=["receipts"])
 
 @router.post("/v1/notifications/{notification_id}/receipt", status_code=202)
 async def report_receipt(
-    notification_id: uuid.UUID, body: ReceiptIn, backends: BackendsDep, tenant: TenantDep
+    notification_id: uuid.UUID, body: ReceiptIn, backends: BackendsDep, tenant: SendTenantDep
 ) -> NotificationOut:
     """Report that a notification reached the user (or did not), where the provider
     gives no receipt (push)."""

@@ -1,5 +1,5 @@
 """Delivery receipts that reach the API: Twilio's status callbacks and the client's own
-reports. The status logic is in ``herald/statuslog.py``; this checks who is asking."""
+reports. The status logic is in ``herald/statuslog/``; this checks who is asking."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from twilio.request_validator import RequestValidator
 
 from api.backends import Backends
 from api.errors import ApiError
-from api.receipt_schemas import ReceiptIn
-from api.schemas import NotificationOut
+from api.schemas.notifications import NotificationOut, ReceiptIn
 from api.services.notifications import get_notification
 from herald import statuslog
 from herald.contracts import Receipt, ReceiptSignal, Status

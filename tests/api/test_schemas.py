@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from api.schemas import UserCreate
+from api.schemas.users import UserCreate
 
 
 def test_a_plain_e164_number_is_kept() -> None:

@@ -14,7 +14,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from herald.broadcasts import (
+from herald.contracts import (
     Audience,
     BroadcastCancel,
     BroadcastDefinition,
@@ -22,10 +22,10 @@ from herald.broadcasts import (
     BroadcastInput,
     BroadcastState,
     BroadcastStatus,
+    Channel,
     FanOutPage,
     FanOutResult,
 )
-from herald.contracts import Channel
 from workflows.broadcast import BroadcastWorkflow
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]

@@ -9,9 +9,14 @@ import pytest
 from pydantic import ValidationError
 
 from api.main import is_bulk_route
-from api.schemas_many import BatchItem, BroadcastIn
-from herald.broadcasts import Audience, broadcast_workflow_id, recipient_notification_id
-from herald.contracts import NotificationRequest
+from api.schemas.broadcasts import BroadcastIn
+from api.schemas.notifications import BatchItem
+from herald.contracts import (
+    Audience,
+    NotificationRequest,
+    broadcast_workflow_id,
+    recipient_notification_id,
+)
 from herald.submission import request_hash
 
 pytestmark = pytest.mark.fast

@@ -1,8 +1,8 @@
-"""Request and response bodies of the REST API: the public contract (OpenAPI at ``/docs``)."""
+"""Recipients and their devices: their REST request and response bodies
+(OpenAPI at ``/docs``)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import available_timezones
@@ -24,14 +24,9 @@ from herald.contracts import (
     Channel,
     Locale,
     QuietHours,
-    Status,
-    TemplateKey,
+    Text,
     UserId,
-    storable,
 )
-
-MAX_TEMPLATE_CHARS = 32_768
-_TIMEZONES = frozenset(available_timezones())
 
 
 class Preferences(BaseModel):
@@ -98,6 +93,12 @@ class UserCreate(UserFields):
     id: UserId
 
 
+class UserPatch(UserFields):
+    """``PATCH /v1/users/{id}``: only the fields the body names change (``null`` clears a
+    contact field or ``quiet_hours``). ``preferences`` merge: the channel flags it names,
+    and per category the channels it names; everything else stays as it is."""
+
+
 class UserOut(UserFields):
     """A stored recipient."""
 
@@ -113,7 +114,7 @@ class DeviceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    token: str = Field(min_length=1, max_length=4096)
+    token: Text = Field(min_length=1, max_length=4096)
     platform: Literal["ios", "android", "web"]
 
 
@@ -126,102 +127,17 @@ class DeviceOut(DeviceIn):
     created_at: datetime
 
 
-class TemplateIn(BaseModel):
-    """``POST /v1/templates`` and ``PUT /v1/templates/{key}``."""
+class UserPage(BaseModel):
+    """One page of ``GET /v1/users`` (by id); pass ``next_cursor`` as ``cursor``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    key: TemplateKey
-    channel: Channel
-    locale: Locale = "en"
-    subject: str | None = Field(default=None, max_length=998)
-    body: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
-    category: CategoryName = Field(
-        default=TRANSACTIONAL,
-        description="Users may opt out of any category but `transactional`; emails of "
-        "other categories carry one-click unsubscribe headers.",
-    )
-
-    @field_validator("subject", "body")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        return storable(value)
-
-
-class TemplateOut(BaseModel):
-    """One stored template version."""
-
-    key: str
-    channel: Channel
-    locale: str
-    version: int
-    subject: str | None
-    body: str
-    created_at: datetime
-    category: str = TRANSACTIONAL
-
-
-class TemplateVersions(BaseModel):
-    """``GET /v1/templates/{key}``: the latest version per channel and locale (or one version)."""
-
-    key: str
-    versions: list[TemplateOut]
-
-
-class NotificationAccepted(BaseModel):
-    """The answer to a submission."""
-
-    id: uuid.UUID
-    status: Status
-    status_url: str
-
-
-class NotificationOut(BaseModel):
-    """``GET /v1/notifications/{id}``."""
-
-    id: uuid.UUID
-    channel: Channel
-    user_id: str
-    template: str
-    template_version: int | None
-    status: Status
-    attempts: int
-    provider: str | None
-    provider_message_id: str | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    cycle: int = 1
-    send_at: datetime | None = None
-    fallback: list[Channel] = Field(default_factory=list)
-    # A request that joined a digest: the digest, and once it closed, the notification
-    # it was sent as (whose status this one then shows).
-    digest_id: uuid.UUID | None = None
-    digest_notification_id: uuid.UUID | None = None
-    # Made with a test key: never reached a provider.
-    test: bool = False
-    # The broadcast this notification is one recipient of, if any.
-    broadcast_id: uuid.UUID | None = None
-
-    @field_validator("fallback", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: object) -> object:
-        return [] if value is None else value
-
-
-class NotificationPage(BaseModel):
-    """One page of ``GET /v1/notifications``; pass ``next_cursor`` as ``cursor`` for more."""
-
-    items: list[NotificationOut]
+    items: list[UserOut]
     next_cursor: str | None
 
 
-class EventOut(BaseModel):
-    """One entry of the append-only log."""
+class DeviceList(BaseModel):
+    """``GET /v1/users/{id}/devices``."""
 
-    status: Status
-    attempt: int
-    at: datetime
-    detail: str | None
-    provider: str | None = None
-    cycle: int = 1
+    items: list[DeviceOut]
+
+
+_TIMEZONES = frozenset(available_timezones())

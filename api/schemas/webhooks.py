@@ -1,25 +1,22 @@
-"""Request and response bodies of delivery receipts and status webhooks (OpenAPI at
-``/docs``)."""
+"""Status webhook endpoints and their deliveries: their REST request and response bodies
+(OpenAPI at ``/docs``)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
+from herald.contracts import (
+    Text,
+)
 from herald.webhooks import ALL_EVENTS, EVENT_NAMES
-
-
-class ReceiptIn(BaseModel):
-    """``POST /v1/notifications/{id}/receipt``: what became of a sent notification, as
-    the client's app or backend knows it (push has no provider receipt)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["delivered", "undelivered"]
-    reason: str | None = Field(default=None, max_length=500)
 
 
 class WebhookIn(BaseModel):
@@ -27,7 +24,7 @@ class WebhookIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(max_length=2048, description="https, resolving to public addresses")
+    url: Text = Field(max_length=2048, description="https, resolving to public addresses")
     events: list[str] = Field(
         default_factory=lambda: [ALL_EVENTS],
         min_length=1,

@@ -1,5 +1,5 @@
-"""Request and response bodies for many recipients at once: batch submission, topics and
-broadcasts (part of the public contract, OpenAPI at ``/docs``)."""
+"""Broadcasts: one message to an audience: their REST request and response bodies
+(OpenAPI at ``/docs``)."""
 
 from __future__ import annotations
 
@@ -7,98 +7,25 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-from herald.broadcasts import MAX_USER_IDS, Audience, BroadcastStatus
-from herald.contracts import Channel, Locale, NotificationRequest, TemplateKey, UserId
+from herald.contracts import (
+    Audience,
+    BroadcastStatus,
+    Channel,
+    Locale,
+    NotificationRequest,
+    TemplateKey,
+)
 
-MAX_BATCH = 1000
 # Fastest a broadcast may be asked to go; the default is HERALD_BROADCAST_RATE_PER_SECOND.
 MAX_BROADCAST_RATE = 10_000.0
-
-
-class BatchItem(NotificationRequest):
-    """One request of a batch: the ``POST /v1/notifications`` body, with its own key."""
-
-    idempotency_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description="As the Idempotency-Key header of a single submission, for this item.",
-    )
-
-
-class BatchIn(BaseModel):
-    """``POST /v1/notifications/batch``. Items are validated one by one, so one that is
-    invalid fails alone; each is a ``BatchItem``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    notifications: list[Any] = Field(
-        min_length=1,
-        max_length=MAX_BATCH,
-        description="Up to 1,000 notification requests, each as the body of "
-        "POST /v1/notifications plus an optional idempotency_key.",
-    )
-
-
-class BatchResult(BaseModel):
-    """What became of one item: ``202`` accepted, ``200`` a replay of its idempotency key,
-    or the error status a single submission would have got, with the same ``detail``
-    (a ``422`` names the field, ``loc`` counting from the batch's body)."""
-
-    index: int
-    status: int
-    id: uuid.UUID | None = None
-    error: dict[str, Any] | None = None
-
-
-class BatchOut(BaseModel):
-    """One result per item, in the items' order."""
-
-    results: list[BatchResult]
-
-
-class TopicIn(BaseModel):
-    """``PUT /v1/topics/{key}``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(default=None, max_length=256)
-
-
-class TopicOut(BaseModel):
-    """A topic and how many users it has."""
-
-    key: str
-    name: str | None
-    subscribers: int
-    created_at: datetime
-    updated_at: datetime
-
-
-class TopicPage(BaseModel):
-    """One page of ``GET /v1/topics``, ordered by key."""
-
-    items: list[TopicOut]
-    next_cursor: str | None
-
-
-class SubscribersIn(BaseModel):
-    """``POST /v1/topics/{key}/subscribers``: users need not exist yet (a broadcast to
-    one who does not is ``suppressed`` for them)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_USER_IDS)
-
-
-class SubscribersAdded(BaseModel):
-    """The outcome of a subscribe call."""
-
-    topic: str
-    added: int
-    subscribers: int
 
 
 class BroadcastIn(BaseModel):

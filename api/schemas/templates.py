@@ -1,17 +1,70 @@
-"""Bodies of the REST routes the console is built on (usable without it): the template
-list and preview, the user list and API keys. Part of the public contract like
-``api/schemas.py``."""
+"""Templates, their versions and previews: their REST request and response bodies
+(OpenAPI at ``/docs``)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
-from api.schemas import MAX_TEMPLATE_CHARS, DeviceOut, UserOut
-from herald.contracts import Channel, Locale, storable
+from herald.contracts import (
+    TRANSACTIONAL,
+    CategoryName,
+    Channel,
+    JsonText,
+    Locale,
+    TemplateKey,
+    storable,
+)
+
+MAX_TEMPLATE_CHARS = 32_768
+
+
+class TemplateIn(BaseModel):
+    """``POST /v1/templates`` and ``PUT /v1/templates/{key}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: TemplateKey
+    channel: Channel
+    locale: Locale = "en"
+    subject: str | None = Field(default=None, max_length=998)
+    body: str = Field(min_length=1, max_length=MAX_TEMPLATE_CHARS)
+    category: CategoryName = Field(
+        default=TRANSACTIONAL,
+        description="Users may opt out of any category but `transactional`; emails of "
+        "other categories carry one-click unsubscribe headers.",
+    )
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        return storable(value)
+
+
+class TemplateOut(BaseModel):
+    """One stored template version."""
+
+    key: str
+    channel: Channel
+    locale: str
+    version: int
+    subject: str | None
+    body: str
+    created_at: datetime
+    category: str = TRANSACTIONAL
+
+
+class TemplateVersions(BaseModel):
+    """``GET /v1/templates/{key}``: the latest version per channel and locale (or one version)."""
+
+    key: str
+    versions: list[TemplateOut]
 
 
 class TemplateVersionSummary(BaseModel):
@@ -52,7 +105,7 @@ class PreviewIn(BaseModel):
     channel: Channel
     locale: Locale | None = None
     version: int | None = Field(default=None, ge=1, le=1_000_000)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: JsonText = Field(default_factory=dict)
     subject: str | None = Field(default=None, max_length=998)
     body: str | None = Field(default=None, min_length=1, max_length=MAX_TEMPLATE_CHARS)
 
@@ -71,48 +124,3 @@ class PreviewOut(BaseModel):
     subject: str | None
     body: str
     html: str | None = None
-
-
-class UserPage(BaseModel):
-    """One page of ``GET /v1/users`` (by id); pass ``next_cursor`` as ``cursor``."""
-
-    items: list[UserOut]
-    next_cursor: str | None
-
-
-class DeviceList(BaseModel):
-    """``GET /v1/users/{id}/devices``."""
-
-    items: list[DeviceOut]
-
-
-class ApiKeyIn(BaseModel):
-    """``POST /v1/api-keys``: a ``test`` key's notifications never reach a provider."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["live", "test"] = "live"
-
-
-class ApiKeyOut(BaseModel):
-    """An API key as listed: never the key itself."""
-
-    id: uuid.UUID
-    prefix: str
-    kind: Literal["live", "test"]
-    created_at: datetime
-    last_used_at: datetime | None = Field(description="To within a minute.")
-    revoked_at: datetime | None
-
-
-class ApiKeyCreated(ApiKeyOut):
-    """A new key: ``key`` is shown this once and stored only as a hash."""
-
-    key: str
-
-
-class ApiKeyPage(BaseModel):
-    """One page of ``GET /v1/api-keys``, newest first; pass ``next_cursor`` as ``cursor``."""
-
-    items: list[ApiKeyOut]
-    next_cursor: str | None
