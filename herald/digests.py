@@ -156,13 +156,15 @@ async def signal_digest(
 async def accept(
     client: Client, engine: AsyncEngine, settings: Settings, notification: NotificationInput
 ) -> bool:
-    """The digest counterpart of ``submission.accept``: signal durably, then record
-    ``accepted`` (the row holds the request's data, which the digest reads; if it cannot
-    be written the request is not accepted and the error propagates). Always True: a
-    request signalled twice (a client retrying after a crash) is still one item, because
-    the digest workflow claims each request once."""
-    await signal_digest(client, settings, notification)
+    """The digest counterpart of ``submission.accept``: record ``accepted``, then signal
+    durably. The row comes first because it holds the request's data, which the digest
+    reads when it takes the request in: so the digest finds it at once, however busy the
+    API is. If the signal then fails, the request is not accepted (the error propagates)
+    and its row waits, ``accepted`` and in no digest, for the retry: the intake signals a
+    request in that state again. Always True: a request signalled twice is still one item,
+    because the digest workflow claims each request once."""
     await statuslog.record_accepted(engine, notification)
+    await signal_digest(client, settings, notification)
     return True
 
 

@@ -125,6 +125,7 @@ class _Item:
     fingerprint: str
     keyed: bool
     outcome: Outcome | None = field(default=None)
+    rejoin: bool = False
 
 
 class Intake:
@@ -174,6 +175,11 @@ class Intake:
 
         known = await self._known(tenant, fresh)
         fresh = [item for item in fresh if not self._answer_known(tenant, item, known)]
+        for item in first_of.values():
+            if item.rejoin:
+                joined = await self._join_digest(self._input(tenant, item, request_id))
+                if isinstance(joined, Unstarted):
+                    item.outcome = joined
         await self._check_templates(tenant, fresh)
         to_start = [item for item in fresh if item.outcome is None]
         await self._start(tenant, to_start, request_id=request_id, per_second=per_second)
@@ -212,6 +218,8 @@ class Intake:
         if row is None:
             return False
         item.outcome = _judge(tenant, item, row)
+        # Recorded, then its signal failed: it is signalled again (and still a replay).
+        item.rejoin = isinstance(item.outcome, Replayed) and _awaits_its_digest(item, row)
         return True
 
     async def _check_templates(self, tenant: TenantContext, items: Sequence[_Item]) -> None:
@@ -424,10 +432,20 @@ async def template_problems(
         problems.append(
             Invalid(
                 "template" if request.channel in absent else "fallback",
-                f"no {channels} template {request.template!r}; create it first",
+                f"no {channels} template {request.template!r} (no {channels} version of it); "
+                "create it first",
             )
         )
     return problems
+
+
+def _awaits_its_digest(item: _Item, row: RowMapping) -> bool:
+    """A request for a digest whose row was written but that no digest took in yet."""
+    return (
+        digests.joins_digest(item.submission.request)
+        and row["digest_id"] is None
+        and row["status"] == "accepted"
+    )
 
 
 def _judge(tenant: TenantContext, item: _Item, row: RowMapping) -> Outcome:
