@@ -173,13 +173,6 @@ async def missing_templates_many(
     ]
 
 
-async def template_exists(
-    engine: AsyncEngine, tenant_id: uuid.UUID, request: NotificationRequest
-) -> bool:
-    """Whether the tenant has a version of the template for every channel of the request."""
-    return not await missing_templates(engine, tenant_id, request)
-
-
 def _visibility(notification: NotificationInput) -> dict[str, Any]:
     """What makes the workflow findable and readable in the Temporal UI and CLI."""
     return {
