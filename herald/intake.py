@@ -12,7 +12,8 @@ others:
   namespace of their own, so they never meet a live key's), or new;
 - replay and conflicting reuse of an id (one query for all of a call's requests), and
   two requests racing with one key;
-- the template check (every channel of the request, fallbacks included);
+- the template check (every channel of the request, fallbacks included), and the data
+  check: ``data`` must hold every variable the latest version needs (``422`` naming them);
 - test mode: everything a test tenant context starts is a test notification, and a test
   notification never reaches a provider (``activities/providers/testmode.py``);
 - digest routing (a request with ``digest`` joins its digest instead of starting);
@@ -35,8 +36,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
 from herald import digests, statuslog, submission
-from herald.contracts import NotificationInput, NotificationRequest
+from herald.contracts import Channel, NotificationInput, NotificationRequest
 from herald.settings import Settings
+from herald.templating import pick_locale
 from herald.tenants import TenantContext
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,10 @@ class Intake:
 
     async def _check_templates(self, tenant: TenantContext, items: Sequence[_Item]) -> None:
         problems = await template_problems(
-            self._engine, tenant, [item.submission.request for item in items]
+            self._engine,
+            tenant,
+            [item.submission.request for item in items],
+            check_data=[_renders_its_data(item) for item in items],
         )
         for item, problem in zip(items, problems, strict=True):
             if problem is not None:
@@ -418,10 +423,15 @@ class Intake:
 
 
 async def template_problems(
-    engine: AsyncEngine, tenant: TenantContext, requests: Sequence[NotificationRequest]
+    engine: AsyncEngine,
+    tenant: TenantContext,
+    requests: Sequence[NotificationRequest],
+    *,
+    check_data: Sequence[bool] | None = None,
 ) -> list[Invalid | None]:
-    """Per request, why its template cannot serve it (a channel, fallbacks included,
-    with no version), or None; one query for all the templates not seen before."""
+    """Per request, why its template cannot serve it, or None: a channel (fallbacks
+    included) with no version, or ``data`` without a variable the latest version needs
+    (``check_data`` False for a request whose own ``data`` is not what renders)."""
     missing = await submission.missing_templates_many(engine, tenant.id, requests)
     problems: list[Invalid | None] = []
     for request, absent in zip(requests, missing, strict=True):
@@ -436,7 +446,74 @@ async def template_problems(
                 "create it first",
             )
         )
+    checked = [
+        index
+        for index, problem in enumerate(problems)
+        if problem is None and (check_data is None or check_data[index])
+    ]
+    if checked:
+        versions = await submission.latest_versions_many(
+            engine,
+            tenant.id,
+            {(requests[i].template, channel) for i in checked for channel in requests[i].channels},
+        )
+        for index in checked:
+            problems[index] = missing_data(requests[index], versions)
     return problems
+
+
+# Names the render step supplies itself: ``unsubscribe_url`` for any category but
+# ``transactional`` (counted as supplied whatever the category, so nothing is refused
+# that could render).
+SUPPLIED_DATA = frozenset({"unsubscribe_url"})
+
+
+def missing_data(
+    request: NotificationRequest,
+    versions: Mapping[tuple[str, Channel], Sequence[submission.TemplateVersion]],
+) -> Invalid | None:
+    """``data`` without a variable each version the request may render needs."""
+    given = SUPPLIED_DATA | request.data.keys()
+    found = []
+    for channel in request.channels:
+        candidates = list(versions.get((request.template, channel), ()))
+        if request.locale is not None:
+            # The locale is the request's: the render picks exactly this one.
+            locale = pick_locale([version.locale for version in candidates], request.locale)
+            candidates = [version for version in candidates if version.locale == locale]
+        # Otherwise the recipient's locale picks one when it renders: only what every
+        # locale needs is sure to be missing.
+        if not candidates:
+            continue
+        lacking = frozenset.intersection(*(version.needs for version in candidates)) - given
+        if lacking:
+            numbers = sorted({version.version for version in candidates})
+            which = (
+                f"version {numbers[0]}"
+                if len(numbers) == 1
+                else "versions "
+                + ", ".join(f"{version.version} ({version.locale})" for version in candidates)
+            )
+            found.append(
+                f"template {request.template!r} ({channel.value}, {which}) needs data: "
+                + ", ".join(sorted(lacking))
+            )
+    return Invalid("data", "; ".join(found)) if found else None
+
+
+def _renders_its_data(item: _Item) -> bool:
+    """Whether the request's own ``data`` is what its template renders with. Not for a
+    request joining a digest (its data is one of the digest's ``items``; the digest's
+    template, whichever version is latest when it closes, gets ``items`` and ``count``),
+    the notification a digest becomes (its items are read when it renders), or a
+    broadcast's recipient (the broadcast's data was checked when it was created; a
+    page refused now would stop the broadcast halfway)."""
+    request = item.submission.request
+    return not (
+        digests.joins_digest(request)
+        or digests.digest_of(item.notification_id, request.data) is not None
+        or item.submission.broadcast_id is not None
+    )
 
 
 def _awaits_its_digest(item: _Item, row: RowMapping) -> bool:

@@ -8,13 +8,15 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from cachetools import LRUCache
 from sqlalchemy import RowMapping, select, tuple_
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
@@ -31,6 +33,7 @@ from herald.contracts import (
 )
 from herald.db import Notification, Template
 from herald.settings import Settings
+from herald.templating import required_variables
 from herald.temporal import channel_task_queue
 
 log = logging.getLogger(__name__)
@@ -171,6 +174,90 @@ async def missing_templates_many(
         ]
         for request in requests
     ]
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """The latest version of a template in one locale, and the top-level ``data``
+    variables every render of it needs (``herald.templating.required_variables``)."""
+
+    locale: str
+    version: int
+    needs: frozenset[str]
+
+
+# Versions are never changed: what one needs is worked out once per process. Which
+# version is the latest is asked every time, so a new version counts at once.
+VERSION_NEEDS_MAX: Final = 10_000
+_version_needs: LRUCache[tuple[uuid.UUID, str, str, str, int], frozenset[str]] = LRUCache(
+    VERSION_NEEDS_MAX
+)
+
+
+def _needs(subject: str | None, body: str) -> frozenset[str]:
+    return required_variables(body) | (required_variables(subject) if subject else frozenset())
+
+
+async def latest_versions_many(
+    engine: AsyncEngine, tenant_id: uuid.UUID, wanted: Collection[tuple[str, Channel]]
+) -> dict[tuple[str, Channel], list[TemplateVersion]]:
+    """The latest version in each locale of each (template, channel), with what it needs;
+    one query, and one more for the sources of versions not seen before."""
+    if not wanted:
+        return {}
+    pairs = sorted({(key, channel.value) for key, channel in wanted})
+    async with engine.connect() as conn:
+        latest = (
+            await conn.execute(
+                select(Template.key, Template.channel, Template.locale, Template.version)
+                .where(
+                    Template.tenant_id == tenant_id,
+                    tuple_(Template.key, Template.channel).in_(pairs),
+                )
+                .ext(distinct_on(Template.key, Template.channel, Template.locale))
+                .order_by(Template.key, Template.channel, Template.locale, Template.version.desc())
+            )
+        ).all()
+        versions = [(row.key, row.channel, row.locale, row.version) for row in latest]
+        needs: dict[tuple[str, str, str, int], frozenset[str]] = {}
+        for version in versions:
+            # ``get`` (not ``in``) so a version in use stays recently used.
+            cached = _version_needs.get((tenant_id, *version))
+            if cached is not None:
+                needs[version] = cached
+        unseen = [version for version in versions if version not in needs]
+        if unseen:
+            sources = (
+                await conn.execute(
+                    select(
+                        Template.key,
+                        Template.channel,
+                        Template.locale,
+                        Template.version,
+                        Template.subject,
+                        Template.body,
+                    ).where(
+                        Template.tenant_id == tenant_id,
+                        tuple_(
+                            Template.key, Template.channel, Template.locale, Template.version
+                        ).in_(unseen),
+                    )
+                )
+            ).all()
+            # Parsing is CPU work: off the event loop.
+            parsed = await asyncio.to_thread(
+                lambda: [_needs(row.subject, row.body) for row in sources]
+            )
+            for source, needed in zip(sources, parsed, strict=True):
+                version = (source.key, source.channel, source.locale, source.version)
+                needs[version] = _version_needs[tenant_id, *version] = needed
+    found: dict[tuple[str, Channel], list[TemplateVersion]] = {}
+    for version in versions:
+        key, channel, locale, number = version
+        found.setdefault((key, Channel(channel)), []).append(
+            TemplateVersion(locale, number, needs.get(version, frozenset()))
+        )
+    return found
 
 
 def _visibility(notification: NotificationInput) -> dict[str, Any]:

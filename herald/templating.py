@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from string import Formatter
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, nodes, pass_eval_context
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes, pass_eval_context
 from jinja2.exceptions import SecurityError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import markup_join, str_join
@@ -400,7 +400,12 @@ def _guard_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]
             bound = {**dict(zip(positional, given, strict=False)), **kwargs}
             bound["args"], bound["kwargs"] = given[len(positional) :], kwargs
         _filter_checks(render, name, value, bound)
-        if isinstance(value, Sized) and len(value) > _TRACED_INPUT:
+        # An undefined value is never measured: ``default`` and the tests take it as it is.
+        if (
+            isinstance(value, Sized)
+            and not isinstance(value, Undefined)
+            and len(value) > _TRACED_INPUT
+        ):
             return render.check_value(_traced(render, function, args, kwargs))
         return render.check_value(function(*args, **kwargs))
 
@@ -640,3 +645,176 @@ def pick_locale(available: list[str], wanted: str | None) -> str | None:
 def plain_text(body_html: str) -> str:
     """An HTML body as the plain-text alternative of its email."""
     return html.unescape(_TAGS.sub("", body_html)).strip()
+
+
+# --- the variables a template cannot render without -----------------------------------
+
+# Filters that use their value at once, so an undefined one fails the render. Others
+# (``default``/``d``, ``items``, and the lazy ``map``/``select``/... ) may take it as it is.
+_FORCING_FILTERS = frozenset(
+    {
+        "capitalize", "center", "count", "dictsort", "e", "escape", "filesizeformat",
+        "first", "float", "forceescape", "format", "indent", "int", "join", "last",
+        "length", "list", "lower", "max", "min", "random", "reverse", "safe", "sort",
+        "string", "striptags", "sum", "title", "trim", "truncate", "upper", "urlencode",
+        "urlize", "wordcount", "wordwrap", "xmlattr",
+    }
+)  # fmt: skip
+# Comparisons that use both sides (``in`` uses the right side only: an empty list never
+# compares its item).
+_FORCING_COMPARISONS = frozenset({"eq", "ne", "lt", "lteq", "gt", "gteq"})
+# Names a render supplies itself (jinja's, and the sandbox's globals).
+_SUPPLIED = frozenset({"loop", "self", "super", "caller", "varargs", "kwargs"}) | frozenset(
+    _ENVIRONMENTS[False].globals
+)
+# Statements that need another template: without a loader they never render, so their
+# templates are not judged here.
+_LOADS = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+
+
+class _Requirements:
+    """Walks what every render of a template certainly evaluates (see
+    :func:`required_variables`), collecting the top-level names it cannot do without."""
+
+    def __init__(self, template: nodes.Template) -> None:
+        stores: dict[str, int] = {}
+        for name in template.find_all(nodes.Name):
+            if name.ctx != "load":
+                stores[name.name] = stores.get(name.name, 0) + 1
+        for macro in template.find_all(nodes.Macro):
+            stores[macro.name] = stores.get(macro.name, 0) + 2  # never an alias
+        self._stores = stores
+        # A name set once, unconditionally, to a bare variable stands for that variable.
+        self._aliases: dict[str, frozenset[str]] = {}
+        self.required: set[str] = set()
+
+    def statements(self, body: Iterable[nodes.Node]) -> None:
+        for node in body:
+            self.statement(node)
+
+    def statement(self, node: nodes.Node) -> None:
+        # Only what runs on every render counts: the branches of an ``if``, a loop's
+        # body (the loop may be empty) and a macro's body (it may never be called) do not.
+        if isinstance(node, nodes.Output):
+            for child in node.nodes:
+                self.required |= self.strict(child)
+        elif isinstance(node, nodes.If):
+            self.required |= self.strict(node.test)
+        elif isinstance(node, nodes.For):
+            self.required |= self.strict(node.iter)
+        elif isinstance(node, nodes.Assign):
+            self.required |= self.evaluated(node.node)
+            target = node.target
+            if isinstance(target, nodes.Name) and self._stores.get(target.name) == 1:
+                self._aliases[target.name] = self.undefined_without(node.node)
+        elif isinstance(node, nodes.AssignBlock | nodes.FilterBlock):
+            self.statements(node.body)
+        elif isinstance(node, nodes.With):
+            for value in node.values:
+                self.required |= self.evaluated(value)
+            self.statements(node.body)
+        elif isinstance(node, nodes.CallBlock):
+            self.required |= self.evaluated(node.call)
+        elif isinstance(node, nodes.ExprStmt):
+            self.required |= self.evaluated(node.node)
+        elif isinstance(
+            node,
+            nodes.Block | nodes.Scope | nodes.OverlayScope | nodes.ScopedEvalContextModifier,
+        ):
+            self.statements(node.body)
+
+    def name(self, name: str) -> frozenset[str]:
+        """The top-level names whose absence leaves ``name`` undefined."""
+        if name in self._aliases:
+            return self._aliases[name]
+        if name in self._stores or name in _SUPPLIED:
+            return frozenset()  # set somewhere in the template: maybe before this use
+        return frozenset({name})
+
+    def undefined_without(self, node: nodes.Node) -> frozenset[str]:
+        """The names whose absence makes ``node``'s value undefined (no error yet)."""
+        return self.name(node.name) if isinstance(node, nodes.Name) else frozenset()
+
+    def strict(self, node: nodes.Node | None) -> set[str]:
+        """Names missing which the render fails when ``node``'s value is used (printed,
+        tested for truth, iterated, compared, computed with)."""
+        if node is None:
+            return set()
+        return set(self.undefined_without(node)) | self.evaluated(node)
+
+    def evaluated(self, node: nodes.Node | None) -> set[str]:
+        """Names missing which the render fails just evaluating ``node``."""
+        if node is None or isinstance(node, nodes.Name):
+            return set()
+        if isinstance(node, nodes.Getattr):
+            return self.strict(node.node)
+        if isinstance(node, nodes.Getitem):
+            return self.strict(node.node) | self.evaluated(node.arg)
+        if isinstance(node, nodes.Filter):
+            value = self.strict(node.node) if node.name in _FORCING_FILTERS else set()
+            return value | self.evaluated(node.node) | self._arguments(node)
+        if isinstance(node, nodes.Test):
+            return self.evaluated(node.node) | self._arguments(node)
+        if isinstance(node, nodes.Call):
+            return self.strict(node.node) | self._arguments(node)
+        if isinstance(node, nodes.And | nodes.Or):
+            return self.strict(node.left)  # the right side runs only sometimes
+        if isinstance(node, nodes.BinExpr):
+            return self.strict(node.left) | self.strict(node.right)
+        if isinstance(node, nodes.UnaryExpr):
+            return self.strict(node.node)
+        if isinstance(node, nodes.CondExpr):
+            return self.strict(node.test)
+        if isinstance(node, nodes.Concat):
+            return set().union(*(self.strict(part) for part in node.nodes))
+        if isinstance(node, nodes.Compare):
+            return self._compared(node)
+        if isinstance(node, nodes.Tuple | nodes.List):
+            return set().union(*(self.evaluated(item) for item in node.items))
+        if isinstance(node, nodes.Dict):
+            return set().union(
+                *(self.evaluated(pair.key) | self.evaluated(pair.value) for pair in node.items)
+            )
+        if isinstance(node, nodes.MarkSafe | nodes.MarkSafeIfAutoescape):
+            return self.evaluated(node.expr)
+        return set()  # constants, slices, and whatever is not sure to fail
+
+    def _arguments(self, node: nodes.Filter | nodes.Test | nodes.Call) -> set[str]:
+        values: list[nodes.Node | None] = [*node.args, *(kw.value for kw in node.kwargs)]
+        values += [node.dyn_args, node.dyn_kwargs]
+        return set().union(*(self.evaluated(value) for value in values))
+
+    def _compared(self, node: nodes.Compare) -> set[str]:
+        # Only the first comparison of a chain always runs.
+        names = self.evaluated(node.expr)
+        first = node.ops[0] if node.ops else None
+        if first is None:
+            return names
+        if first.op in _FORCING_COMPARISONS:
+            return names | self.strict(node.expr) | self.strict(first.expr)
+        if first.op in ("in", "notin"):
+            return names | self.strict(first.expr)
+        return names | self.evaluated(first.expr)
+
+
+def required_variables(source: str) -> frozenset[str]:
+    """The top-level variables every render of ``source`` needs from its data.
+
+    Conservative: a name counts only where the render certainly evaluates it and
+    certainly fails without it: outside ``if`` branches, loop and macro bodies and the
+    right side of ``and``/``or``; not under ``is defined``/``is undefined`` (or any
+    other test), nor through ``default``; nor a name the template sets anywhere (a
+    ``{% set %}`` once, at the top, to a bare variable stands for that variable). A
+    nested key (``order.id``) counts as its top-level name only. A template that does
+    not parse, or that needs another template (``extends``, ``include``, ``import``),
+    needs nothing here: its render fails whatever the data.
+    """
+    try:
+        template = _ENVIRONMENTS[False].parse(source)
+    except TemplateSyntaxError:
+        return frozenset()
+    if any(True for _ in template.find_all(_LOADS)):
+        return frozenset()
+    requirements = _Requirements(template)
+    requirements.statements(template.body)
+    return frozenset(requirements.required)

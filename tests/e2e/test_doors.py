@@ -213,7 +213,12 @@ async def test_idempotency_keys_of_test_and_live_keys_never_meet(keys: Keys) -> 
         assert batch.json()["results"][0]["status"] == 202
         broadcast = await key.client.post(
             "/v1/broadcasts",
-            json={"channel": "email", "template": template, "audience": {"user_ids": [user["id"]]}},
+            json={
+                "channel": "email",
+                "template": template,
+                "data": {"n": 1},
+                "audience": {"user_ids": [user["id"]]},
+            },
             headers={"Idempotency-Key": shared},
         )
         assert broadcast.status_code == 202, broadcast.text
@@ -245,6 +250,7 @@ async def test_a_test_key_sees_and_acts_on_no_live_notification_or_broadcast(key
         json={
             "channel": "email",
             "template": template,
+            "data": {"n": 1},
             "audience": {"user_ids": [user["id"]]},
             "send_at": "2099-01-01T00:00:00Z",
         },

@@ -27,7 +27,7 @@ async def test_a_bomb_fails_its_send_once_and_the_worker_sends_on(
     # Saved: without ``x`` the bomb does not go off, so the save-time render passes.
     key = await tenant.template("email", f"<p>{{% if x is defined %}}{bomb}{{% endif %}}</p>")
 
-    bombed = await tenant.send("email", user["id"], key, {"x": 1})
+    bombed = await tenant.send("email", user["id"], key, {"x": 1, "name": "Ada"})
     final = await wait_for_status(tenant.client, bombed, timeout=60)
     assert final["status"] == "failed", final
     assert reason in final["last_error"], final

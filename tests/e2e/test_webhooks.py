@@ -142,7 +142,7 @@ async def _push(tenant: Tenant) -> str:
 
 async def _emails(tenant: Tenant, count: int) -> list[str]:
     user = await tenant.user()
-    template = await tenant.template("email", "<p>Hello {{ n }}</p>")
+    template = await tenant.template("email", "<p>Hello {{ n }}</p>", "Hello {{ n }}")
     return [await tenant.send("email", user["id"], template, {"n": n}) for n in range(count)]
 
 

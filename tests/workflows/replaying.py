@@ -131,6 +131,8 @@ async def run_every_path(
     sms = await tenant.template("sms", "Hi {{ name }}", None)
     both = await tenant.template("push", "Hi {{ name }}", "Hi")
     await tenant.template("email", "<p>Hi {{ name }}</p>", "Hi", key=both)
+    # A missing nested key passes the intake's data check and fails the render.
+    nested = await tenant.template("email", "<p>Hi {{ person.name }}</p>", "Hi")
     soon = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
 
     ids = {
@@ -146,7 +148,7 @@ async def run_every_path(
             "push", no_device["id"], both, {"name": "Ed"}, fallback=["email"]
         ),
         "failed-after-retries": await tenant.send("sms", down["id"], sms, {"name": "Fa"}),
-        "failed-render": await tenant.send("email", user["id"], email, {}),
+        "failed-render": await tenant.send("email", user["id"], nested, {"person": {}}),
         "suppressed": await tenant.send("email", opted_out["id"], email, {"name": "Gu"}),
     }
     outcomes = {

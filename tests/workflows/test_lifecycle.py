@@ -101,14 +101,16 @@ async def test_unknown_user_and_missing_device_are_suppressed(tenant: Tenant) ->
 
 async def test_missing_template_variable_fails_naming_it(tenant: Tenant, sinks: Sinks) -> None:
     user = await tenant.user()
-    key = await tenant.template("email", "<p>Hi {{ first_name }}</p>", "Hello")
+    # A missing top-level variable is refused at the door; a missing nested key is found
+    # only when the template renders.
+    key = await tenant.template("email", "<p>Hi {{ person.first_name }}</p>", "Hello")
 
-    nid = await tenant.send("email", user["id"], key, {"name": "Ada"})
+    nid = await tenant.send("email", user["id"], key, {"person": {"name": "Ada"}})
 
     final = await wait_for_status(tenant.client, nid)
     assert final["status"] == "failed"
     assert "first_name" in final["last_error"]
-    assert "undefined" in final["last_error"]
+    assert "missing variable" in final["last_error"]
     assert statuses(await events(tenant.client, nid)) == ["accepted", "failed"]
     assert user["email"] not in sinks.state.attempts
 
