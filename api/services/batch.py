@@ -9,6 +9,7 @@ API's admission control), and one statement for all the ``accepted`` rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,7 +28,7 @@ def _error(index: int, status: int, detail: Any) -> BatchResult:
     return BatchResult(index=index, status=status, error={"detail": detail})
 
 
-def _invalid(index: int, errors: list[dict[str, Any]]) -> BatchResult:
+def _invalid(index: int, errors: Sequence[Mapping[str, Any]]) -> BatchResult:
     detail = [
         {
             "loc": ["body", "notifications", index, *error["loc"]],
@@ -75,7 +76,7 @@ async def submit_batch(
         try:
             item = BatchItem.model_validate(raw)
         except ValidationError as err:
-            results[index] = _invalid(index, list(err.errors()))
+            results[index] = _invalid(index, err.errors())
             continue
         indexes.append(index)
         submissions.append(Submission(item, idempotency_key=item.idempotency_key))
