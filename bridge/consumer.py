@@ -47,6 +47,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, ChannelPreconditionFailed
 
 from bridge.ingest import Ingest, InvalidMessage, Outcome, is_transient
+from bridge.queue_health import IngestHealth, bridge_name, describe_outage, requeue_reason
 from herald import amqp
 from herald.backoff import Stopped, retry
 from herald.contracts import Channel
@@ -119,6 +120,11 @@ def _rabbitmq_unavailable(err: BaseException, retry_in: float) -> None:
     )
 
 
+def _published(message: AbstractIncomingMessage) -> float | None:
+    """When the producer says it published the message (the ``timestamp`` property)."""
+    return message.timestamp.timestamp() if message.timestamp else None
+
+
 def _deliveries(message: AbstractIncomingMessage) -> int:
     """How many times the queue has delivered this message before (quorum queues say)."""
     count = (message.headers or {}).get("x-delivery-count", 0)
@@ -151,6 +157,9 @@ class Bridge:
         self._stop = asyncio.Event()
         self._outage_since: float | None = None
         self._instance = uuid.uuid4().hex[:8]
+        # Held messages and stalls per queue, for the health page (bridge/queue_health.py).
+        self.name = bridge_name(self._instance)
+        self.health = IngestHealth(amqp.request_queue(kind) for kind in Channel)
 
     @property
     def in_flight(self) -> int:
@@ -256,8 +265,14 @@ class Bridge:
             await self._settle(kind, message)
 
     async def _settle(self, kind: Channel, message: AbstractIncomingMessage) -> None:
-        context = {"queue": amqp.request_queue(kind), "message_id": message.message_id}
+        queue = amqp.request_queue(kind)
+        context = {"queue": queue, "message_id": message.message_id}
         started = time.monotonic()
+
+        def waiting(err: BaseException, retry_in: float) -> None:
+            self._unavailable(err, retry_in)
+            self.health.hold(queue, id(message), describe_outage(err), _published(message))
+
         try:
             outcome = await retry(
                 partial(self._process, kind, message),
@@ -265,15 +280,17 @@ class Bridge:
                 maximum=self._settings.bridge_retry_maximum_seconds,
                 # An outage is waited out while the message is still ours to settle.
                 when=lambda err: is_transient(err) and _open(message),
-                on_retry=self._unavailable,
+                on_retry=waiting,
             )
         except Exception as err:
+            self.health.release(queue, id(message))
             if is_transient(err):
                 # Its channel is gone, so is our claim on it: the broker redelivers it.
                 log.info("delivery channel closed; left to redelivery", extra=context)
             else:
                 await self._requeue(kind, message, err, context)
             return
+        self.health.release(queue, id(message))
         self._available()
         await self._ack(message, outcome, {**context, "seconds": time.monotonic() - started})
 
@@ -392,6 +409,12 @@ class Bridge:
         except (AMQPError, ChannelInvalidStateError, amqp.PublishFailed):
             log.warning("could not requeue; left to redelivery", extra=context)
             return
+        self.health.requeued(
+            context["queue"],
+            message.message_id or f"delivery-{message.delivery_tag}",
+            requeue_reason(err),
+            _published(message),
+        )
         QUEUE_MESSAGES.labels(context["queue"], Outcome.requeued.value).inc()
         log.info("message requeued", extra={**context, "outcome": Outcome.requeued.value})
 
@@ -404,6 +427,7 @@ class Bridge:
             # Redelivered later, and then recognised as a duplicate.
             log.warning("ack lost with its channel", extra={**context, "outcome": outcome.value})
             return
+        self.health.settled(context["queue"], message.message_id)
         QUEUE_MESSAGES.labels(context["queue"], outcome.value).inc()
         if outcome is Outcome.started and "seconds" in context:
             QUEUE_START_LATENCY.labels(context["queue"]).observe(context["seconds"])

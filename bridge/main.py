@@ -7,6 +7,7 @@ before them; PostgreSQL is reached per message and waited out like any outage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from contextlib import AsyncExitStack
 
@@ -16,6 +17,7 @@ from temporalio.runtime import Runtime
 from bridge.consumer import Bridge
 from bridge.depth import sample_queue_depths
 from bridge.ingest import Ingest
+from bridge.queue_health import QueueHealthReporter
 from herald import amqp
 from herald.db import make_engine
 from herald.producers import ProducerCache
@@ -56,9 +58,19 @@ async def run_bridge(settings: Settings, stop: asyncio.Event | None = None) -> N
             dead_letters,
             ready=running.ready_event(),
         )
+        reporter = QueueHealthReporter(
+            engine, bridge.health, bridge.name, settings.backlog_sample_seconds
+        )
         if await bridge.start(running.stop):
             log.info("bridge started", extra={"prefetch": settings.bridge_prefetch})
-            depths = asyncio.create_task(sample_queue_depths(settings))
+            depths = asyncio.create_task(sample_queue_depths(settings, bridge.health, reporter))
             await running.stop.wait()
             depths.cancel()
+            # Finished before the rows are withdrawn, so no late report brings them back.
+            with contextlib.suppress(asyncio.CancelledError):
+                await depths
             await bridge.stop()
+            try:
+                await reporter.withdraw()
+            except Exception as err:  # its rows go stale instead
+                log.warning("ingest queue health not withdrawn", extra={"error": str(err)})

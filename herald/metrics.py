@@ -91,6 +91,19 @@ QUEUE_DEPTH = Gauge(
     "Messages ready (not yet taken by a bridge) in an ingest queue",
     ["queue"],
 )
+# What each bridge holds unsettled per ingest queue while it retries an outage, and the
+# age of the oldest message it knows is waiting (held, or ready in a queue that has not
+# drained since): bridge/queue_health.py. Per bridge replica, so alert on the max.
+INGEST_HELD = Gauge(
+    "herald_ingest_held_messages",
+    "Messages a bridge holds unsettled (retrying an outage, or requeued) per ingest queue",
+    ["queue"],
+)
+INGEST_OLDEST = Gauge(
+    "herald_ingest_oldest_message_seconds",
+    "Age of the oldest message a bridge knows is waiting in an ingest queue (0: none)",
+    ["queue"],
+)
 
 
 _SCRAPE_TIMEOUT = 5.0

@@ -256,6 +256,10 @@ class Settings(BaseSettings):
     # How often the bridge samples its ingest queues' depth and the API how many
     # notifications are retrying (the gauges deploy/prometheus/alerts.yml alerts on).
     backlog_sample_seconds: float = Field(default=15.0, gt=0)
+    # An ingest queue whose oldest waiting message is older than this shows red on the
+    # health page, in /readyz's details and in ``herald doctor``; so does one the bridge
+    # holds messages of (retrying an outage).
+    queue_stale_seconds: float = Field(default=60.0, gt=0)
 
     # --- Payload encryption (herald/codec.py) and the codec endpoint (/codec) ---
     # ``kid1:base64key,kid2:base64key``: 32-byte AES keys; the first encrypts every payload

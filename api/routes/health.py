@@ -20,12 +20,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(backends: BackendsDep) -> JSONResponse:
-    """Ready when PostgreSQL, Temporal and RabbitMQ all answer."""
-    checks = await health.readiness(backends)
-    ready = all(state == "ok" for state in checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503
-    )
+    """Ready when PostgreSQL, Temporal and RabbitMQ all answer; ``queues`` names what is
+    wrong with an ingest queue (held or stale), which does not make the API unready."""
+    details = await health.readiness_details(backends)
+    return JSONResponse(details, 200 if details["status"] == "ready" else 503)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -77,6 +77,7 @@ def test_the_rules_cover_what_an_operator_is_paged_for() -> None:
         "HeraldCircuitBreakerOpen": {"herald_breaker_state"},
         "HeraldNotificationsRetryingTooLong": {"herald_notifications_retrying_oldest_seconds"},
         "HeraldIngestQueueGrowing": {"herald_queue_depth"},
+        "HeraldIngestQueueStalled": {"herald_ingest_oldest_message_seconds"},
         "HeraldWebhookEndpointFailing": {"herald_webhook_deliveries_total"},
         "HeraldTaskQueueWithoutPollers": {"temporal_num_pollers"},
     }
@@ -88,6 +89,7 @@ def test_the_rules_cover_what_an_operator_is_paged_for() -> None:
     assert "[5m]" in by_name["HeraldCircuitBreakerOpen"]["expr"]
     assert "[10m]" in by_name["HeraldIngestQueueGrowing"]["expr"]
     assert "offset 50m" in by_name["HeraldWebhookEndpointFailing"]["expr"]
+    assert "> 300" in by_name["HeraldIngestQueueStalled"]["expr"]
     for queue in ("core", *(channel.value for channel in Channel)):
         assert f'task_queue="herald-{queue}"' in by_name["HeraldTaskQueueWithoutPollers"]["expr"]
     for rule in rules():
@@ -171,6 +173,43 @@ def test_delivery_success_counts_undelivered_receipts_against_the_target(
         for case in cases
     ]
     spec = tmp_path / "delivery_success_test.yml"
+    spec.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
+    checked = subprocess.run(
+        [promtool, "test", "rules", str(spec)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.fast
+def test_a_stalled_ingest_queue_pages_once_any_bridge_says_its_oldest_message_is_5_min_old(
+    tmp_path: Path,
+) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    expr = {rule["alert"]: rule["expr"] for rule in rules()}["HeraldIngestQueueStalled"]
+    name = "herald_ingest_oldest_message_seconds"
+    series = [
+        # email: one of two bridges holds a message from minute 0 on; the other drains.
+        {"series": f'{name}{{queue="herald.email",instance="a"}}', "values": "0+60x10"},
+        {"series": f'{name}{{queue="herald.email",instance="b"}}', "values": "0x10"},
+        # sms: a short stall that drained after 4 minutes.
+        {"series": f'{name}{{queue="herald.sms",instance="a"}}', "values": "0 60 120 180 240 0x5"},
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": series,
+            "promql_expr_test": [
+                {"expr": f"count by (queue) ({expr})", "eval_time": at, "exp_samples": expected}
+                for at, expected in [
+                    ("4m", []),
+                    ("6m", [{"labels": '{queue="herald.email"}', "value": 1}]),
+                ]
+            ],
+        }
+    ]
+    spec = tmp_path / "ingest_stalled_test.yml"
     spec.write_text(yaml.safe_dump({"rule_files": [], "tests": tests}))
     checked = subprocess.run(
         [promtool, "test", "rules", str(spec)], capture_output=True, text=True, check=False

@@ -1,5 +1,6 @@
 """Health: readiness of PostgreSQL, Temporal and RabbitMQ, circuit breaker states per
-provider, RabbitMQ queue depths and Temporal pollers per task queue."""
+provider, RabbitMQ queue depths (an ingest queue red with the bridge's reason when it
+holds messages or its oldest one is stale) and Temporal pollers per task queue."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ async def page(request: Request, console: ConsoleReadDep) -> Response:
         health.queue_depths(backends),
         health.task_queue_pollers(backends),
     )
+    ingest = {state.queue: state for state in await health.ingest_queues(backends, queues)}
     return render(
         request,
         "health/page.html",
@@ -32,6 +34,8 @@ async def page(request: Request, console: ConsoleReadDep) -> Response:
         readiness=readiness,
         breakers=breakers,
         queues=queues,
+        ingest=ingest,
+        stale_seconds=backends.settings.queue_stale_seconds,
         pollers=pollers,
         metrics_configured=bool(backends.settings.console_metrics_urls.strip()),
     )
