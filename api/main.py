@@ -20,6 +20,7 @@ from api.routes import (
     api_keys,
     batch,
     broadcasts,
+    flows,
     health,
     notifications,
     templates,
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhook_routes.router)
     for router in (batch.router, topics.router, broadcasts.router):
         app.include_router(router)
+    app.include_router(flows.router)
     # The Temporal UI's codec endpoint, with CORS for the UI's origin (api/routes/codec.py).
     app.mount("/codec", create_codec_app(settings))
     # Browsers ask for it at the root, whatever page (the console, the docs) they show.
@@ -118,6 +120,11 @@ def is_bulk_route(path: str) -> bool:
     return (
         path in ("/v1/notifications/batch", "/v1/broadcasts")
         or (path.startswith("/v1/topics/") and path.endswith("/subscribers"))
+        # ... and their console forms (up to 10,000 user ids typed or pasted).
+        or path in ("/console/broadcasts", "/console/broadcasts/-/review")
+        or (path.startswith("/console/topics/") and path.endswith("/subscribers"))
+        # A trigger names up to 1,000 recipients.
+        or (path.startswith("/v1/flows/") and path.endswith("/trigger"))
         # A page of the Temporal UI decodes many payloads (each up to Temporal's 2 MB).
         or path.startswith("/codec/")
     )

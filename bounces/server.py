@@ -153,6 +153,7 @@ class BounceHandler:
                 ReceiptSignal(
                     cycle=cycle, status=receipt.status, reason=receipt.error, at=receipt.at
                 ),
+                engine=self._engine,
             )
         return True
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from cli.broadcasts import broadcast_app, topic_app
 from cli.doctor import doctor
+from cli.flows import flow_app
 from cli.producers import producer_app
 from herald.contracts import Channel
 from herald.runtime import tune_gc
@@ -57,6 +58,7 @@ app.add_typer(tenant_app, name="tenant")
 app.add_typer(broadcast_app, name="broadcast", no_args_is_help=True)
 app.add_typer(topic_app, name="topic", no_args_is_help=True)
 app.add_typer(producer_app, name="producer", no_args_is_help=True)
+app.add_typer(flow_app, name="flow", no_args_is_help=True)
 app.command()(doctor)
 console = Console()
 err_console = Console(stderr=True)

@@ -165,6 +165,20 @@ class Notification(Base):
             "id",
             postgresql_where=text("broadcast_id IS NOT NULL"),
         ),
+        # The console's overview (migration 0012): outcomes by when the status last
+        # moved, read from the index alone; and the failed few, for the top reasons.
+        Index(
+            "ix_notifications_tenant_updated",
+            "tenant_id",
+            "updated_at",
+            postgresql_include=["channel", "status", "test", "created_at", "send_at", "id"],
+        ),
+        Index(
+            "ix_notifications_tenant_failed",
+            "tenant_id",
+            "updated_at",
+            postgresql_where=text("status IN ('failed', 'undelivered')"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -215,6 +229,13 @@ class NotificationEvent(Base):
     __table_args__ = (
         UniqueConstraint("notification_id", "event_key"),
         Index("ix_notification_events_order", "notification_id", "at", "id"),
+        # ``sent`` events by time, for the overview's accept→sent latency (0012).
+        Index(
+            "ix_notification_events_sent",
+            "at",
+            postgresql_include=["notification_id", "cycle"],
+            postgresql_where=text("status = 'sent'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -423,6 +444,100 @@ class Producer(Base):
     # A test producer's notifications never reach a provider, as a test key's.
     test: Mapped[bool] = mapped_column(default=False, server_default="false")
     created_at: Mapped[datetime] = _now()
+
+
+class Flow(Base):
+    """One version of a flow: its steps as data. Versions are never changed; a run keeps
+    the version it started with."""
+
+    __tablename__ = "flows"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(64))
+    steps: Mapped[list[Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+
+
+class FlowRun(Base):
+    """One recipient's run of one flow version (a ``FlowRun`` workflow); ``steps`` holds
+    each reached step's status and outcome, written by the run as it goes."""
+
+    __tablename__ = "flow_runs"
+    __table_args__ = (
+        Index("ix_flow_runs_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_flow_runs_tenant_flow", "tenant_id", "flow_key", "created_at"),
+        Index("ix_flow_runs_tenant_user", "tenant_id", "user_id", "created_at"),
+        Index("ix_flow_runs_tenant_status", "tenant_id", "status", "created_at"),
+        Index("ix_flow_runs_trigger", "tenant_id", "trigger_id"),
+        Index(
+            "ix_flow_runs_cancellation",
+            "tenant_id",
+            "cancellation_key",
+            postgresql_where=text("cancellation_key IS NOT NULL AND status = 'running'"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # Started with a test key: its sends never reach a provider, only test keys see it.
+    test: Mapped[bool] = mapped_column(default=False, server_default="false")
+    flow_key: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(String(128))
+    trigger_id: Mapped[uuid.UUID]
+    cancellation_key: Mapped[str | None] = mapped_column(String(256))
+    # running → completed | cancelled | failed
+    status: Mapped[str] = mapped_column(String(16))
+    steps: Mapped[list[Any]] = mapped_column(JSONB, server_default="[]")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class FlowThrottleHit(Base):
+    """A run that reached a throttle step, and whether it was let through; the admitted
+    ones of a window are what the next run counts against the limit."""
+
+    __tablename__ = "flow_throttle_hits"
+    __table_args__ = (
+        Index("ix_flow_throttle_window", "tenant_id", "user_id", "flow_key", "key", "at"),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    step_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(128))
+    flow_key: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(256))
+    admitted: Mapped[bool]
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IngestQueueReport(Base):
+    """What one bridge last reported about one ingest queue (``bridge/queue_health.py``):
+    messages it holds unsettled and why, and since when the queue has not drained. Each
+    bridge rewrites its rows every ``report_seconds``; a row not rewritten in time belongs
+    to a bridge that is gone, and the health page and ``herald doctor`` ignore it."""
+
+    __tablename__ = "ingest_queue_reports"
+
+    bridge: Mapped[str] = mapped_column(String(120), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # Messages taken and kept unsettled while a service is retried, or requeued.
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    oldest_held_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_reason: Mapped[str | None] = mapped_column(Text)
+    last_reason_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Messages ready at the last sample, and since when none has been settled while some
+    # were ready (None: the queue was empty or drained).
+    ready: Mapped[int | None] = mapped_column(Integer)
+    stalled_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    report_seconds: Mapped[float] = mapped_column(Float)
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 # A pooled connection idle for longer than this is checked before it is used again.

@@ -43,6 +43,11 @@ STATUS_SINCE = SearchAttributeKey.for_datetime("HeraldStatusSince")
 # template and tenant use the keys above).
 BROADCAST_STARTED = SearchAttributeKey.for_int("HeraldBroadcastStarted")
 
+# A flow run (``FlowRun``) is found by its flow's key and its state (running, completed,
+# cancelled, failed); its tenant and recipient use the keys above.
+FLOW = SearchAttributeKey.for_keyword("HeraldFlow")
+FLOW_STATE = SearchAttributeKey.for_keyword("HeraldFlowState")
+
 KEYS: tuple[SearchAttributeKey[Any], ...] = (
     STATUS,
     CHANNEL,
@@ -52,6 +57,8 @@ KEYS: tuple[SearchAttributeKey[Any], ...] = (
     ATTEMPTS,
     STATUS_SINCE,
     BROADCAST_STARTED,
+    FLOW,
+    FLOW_STATE,
 )
 
 _CLI_TYPE_NAMES = {

@@ -29,6 +29,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.broadcasts import BroadcastActivities
 from activities.digests import DigestActivities
 from activities.failures import FailureActivities
+from activities.flows import FlowActivities
 from activities.prepare import PrepareActivities
 from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
 from activities.providers.failover import ProviderChain, channel_providers
@@ -46,6 +47,8 @@ from herald.settings import Settings
 from herald.temporal import channel_task_queue, connect_when_available, core_task_queue
 from workflows.broadcast import BroadcastWorkflow
 from workflows.digest import DigestWorkflow
+from workflows.flow import FlowRunWorkflow
+from workflows.flow_fanout import FlowFanOutWorkflow
 from workflows.notification import NotificationWorkflow
 from workflows.notification_v1 import NotificationWorkflowV1
 
@@ -81,11 +84,18 @@ def core_worker(
         FailureActivities(publisher).publish_failed,
         *DigestActivities(engine, client, settings).registered(),
         *BroadcastActivities(engine, client, settings).activities,
+        *FlowActivities(engine, client, settings).activities,
     ]
     return Worker(
         client,
         task_queue=core_task_queue(settings),
-        workflows=[NotificationWorkflowV1, DigestWorkflow, BroadcastWorkflow],
+        workflows=[
+            NotificationWorkflowV1,
+            DigestWorkflow,
+            BroadcastWorkflow,
+            FlowRunWorkflow,
+            FlowFanOutWorkflow,
+        ],
         # Workflows run outside Temporal's sandbox: it costs about a third of this worker's
         # CPU per notification. The sandbox's check for non-deterministic calls runs in
         # the tests instead, which replay every history they produce inside it

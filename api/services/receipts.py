@@ -80,6 +80,7 @@ async def twilio_status(backends: Backends, query: str, body: bytes, signature: 
             backends.temporal,
             found[0],
             ReceiptSignal(cycle=found[1], status=status, reason=receipt.error, at=receipt.at),
+            engine=backends.engine,
         )
 
 
@@ -109,6 +110,7 @@ async def report_receipt(
         backends.temporal,
         notification_id,
         ReceiptSignal(cycle=current.cycle, status=status, reason=reason, at=receipt.at),
+        engine=backends.engine,
     )
     if current.status not in (Status.sent, Status.delivered, Status.undelivered):
         return current

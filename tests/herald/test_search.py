@@ -41,6 +41,8 @@ def test_the_dev_server_registers_exactly_the_typed_keys() -> None:
         "HeraldAttempts": "Int",
         "HeraldStatusSince": "Datetime",
         "HeraldBroadcastStarted": "Int",
+        "HeraldFlow": "Keyword",
+        "HeraldFlowState": "Keyword",
     }
     command = TemporalDevServer(Path("/tmp/unused.db")).command()
     flags = {command[i + 1] for i, arg in enumerate(command) if arg == "--search-attribute"}

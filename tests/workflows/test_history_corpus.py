@@ -61,6 +61,8 @@ async def test_every_recorded_history_replays_in_the_sandbox(version: str) -> No
 
 
 def test_every_recorded_version_has_the_code_that_runs_it() -> None:
-    versions = {path.stem.split("-", 1)[0] for path in CORPUS.glob("*.json")}
+    # The notification workflow's histories (``flow-*`` are FlowRun's, replayed by
+    # tests/flows/test_flow_replay.py).
+    versions = {path.stem.split("-", 1)[0] for path in CORPUS.glob("v*.json")}
 
     assert versions <= set(CODE)

@@ -1,0 +1,1 @@
+"""Flows: several steps, several channels, one durable run per recipient."""
