@@ -16,6 +16,7 @@ class Section:
 
 
 NAV: tuple[Section, ...] = (
+    Section("Overview", "/overview"),
     Section("Notifications", "/notifications"),
     Section("Templates", "/templates"),
     Section("Users", "/users"),
@@ -24,4 +25,5 @@ NAV: tuple[Section, ...] = (
     Section("Webhooks", "/webhooks"),
     Section("Topics", "/topics"),
     Section("Broadcasts", "/broadcasts"),
+    Section("Flows", "/flows"),
 )

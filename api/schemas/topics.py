@@ -43,6 +43,13 @@ class TopicPage(BaseModel):
     next_cursor: str | None
 
 
+class SubscriberPage(BaseModel):
+    """One page of a topic's subscribers, by user id; pass ``next_cursor`` as ``cursor``."""
+
+    items: list[str]
+    next_cursor: str | None
+
+
 class SubscribersIn(BaseModel):
     """``POST /v1/topics/{key}/subscribers``: users need not exist yet (a broadcast to
     one who does not is ``suppressed`` for them)."""

@@ -167,6 +167,7 @@ async def list_notifications(
     cursor: str | None,
     template: str | None = None,
     broadcast_id: uuid.UUID | None = None,
+    error_prefix: str | None = None,
 ) -> NotificationPage:
     """Newest first, filtered, one page at a time."""
     query = digests.notifications_select().where(visible_to(tenant))
@@ -180,6 +181,8 @@ async def list_notifications(
         query = query.where(Notification.channel == channel.value)
     if user_id is not None:
         query = query.where(Notification.user_id == user_id)
+    if error_prefix is not None:
+        query = query.where(Notification.last_error.startswith(error_prefix, autoescape=True))
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor, *NEWEST_FIRST)
         query = query.where(

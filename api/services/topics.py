@@ -15,7 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.errors import not_found
 from api.pagination import decode_cursor, encode_cursor
-from api.schemas.topics import SubscribersAdded, TopicIn, TopicOut, TopicPage
+from api.schemas.topics import (
+    SubscriberPage,
+    SubscribersAdded,
+    TopicIn,
+    TopicOut,
+    TopicPage,
+)
 from api.services.caps import within_cap
 from herald.db import Topic, TopicSubscriber
 
@@ -130,6 +136,33 @@ async def unsubscribe(engine: AsyncEngine, tenant_id: uuid.UUID, key: str, user_
                 TopicSubscriber.user_id == user_id,
             )
         )
+
+
+async def list_subscribers(
+    engine: AsyncEngine, tenant_id: uuid.UUID, key: str, *, limit: int, cursor: str | None
+) -> SubscriberPage:
+    """One page of the topic's subscribers by user id (a range scan of the subscribers'
+    primary key from the cursor on); 404 for no topic."""
+    query = select(TopicSubscriber.user_id).where(
+        TopicSubscriber.tenant_id == tenant_id, TopicSubscriber.topic_key == key
+    )
+    if cursor is not None:
+        (after,) = decode_cursor(cursor, str)
+        query = query.where(TopicSubscriber.user_id > after)
+    async with engine.connect() as conn:
+        exists = await conn.execute(
+            select(Topic.key).where(Topic.tenant_id == tenant_id, Topic.key == key)
+        )
+        if exists.first() is None:
+            raise not_found(f"topic {key!r}")
+        rows = list(
+            (await conn.execute(query.order_by(TopicSubscriber.user_id).limit(limit + 1)))
+            .scalars()
+            .all()
+        )
+    items = rows[:limit]
+    next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+    return SubscriberPage(items=items, next_cursor=next_cursor)
 
 
 async def list_topics(

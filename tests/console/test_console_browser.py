@@ -128,7 +128,7 @@ async def _signed_in(browser: Any, stack: Stack, key: str, **context: Any) -> An
     await page.goto("/console/sign-in")
     await page.get_by_label("API key").fill(key)
     await page.get_by_role("button", name="Sign in").click()
-    await page.get_by_role("heading", name="Notifications").wait_for()
+    await page.get_by_role("heading", name="Overview", exact=True).wait_for()
     return page
 
 
@@ -161,7 +161,7 @@ async def test_keyboard_alone_signs_in(browser: Any, console_stack: Stack, acme:
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.textContent.trim()") == "Sign in"
     await page.keyboard.press("Enter")
-    await page.get_by_role("heading", name="Notifications").wait_for()
+    await page.get_by_role("heading", name="Overview", exact=True).wait_for()  # opens on it
     await context.close()
 
 
@@ -336,6 +336,7 @@ async def test_axe_finds_no_critical_accessibility_violation_on_any_page(
     try:
         found = {}
         for path in [
+            "/console/overview",
             "/console/notifications",
             f"/console/notifications/{notification_id}",
             "/console/templates",
@@ -391,3 +392,50 @@ async def test_a_test_keys_email_never_reaches_the_smtp_server(
     live = await wait_for_status(acme.rest.client, live_id, {"sent"})
     assert (live["test"], live["provider"]) == (False, "smtp")
     assert len(sinks.state.received("email", to=live_user["email"])) == 1
+
+
+async def test_the_overview_charts_a_tenants_sends_at_desktop_and_phone_width(
+    browser: Any, console_stack: Stack, acme: Keys, welcome: str
+) -> None:
+    """The page the console opens on, with sends that ended sent, failed and suppressed;
+    its screenshots go into the README."""
+    users = [await acme.rest.user() for _ in range(4)]
+    refused = await acme.rest.user(email=f"f{uuid.uuid4().hex[:6]}+fail@example.com")
+    opted_out = await acme.rest.user(preferences={"email": False})
+    sent = [await acme.rest.send("email", u["id"], welcome, {"name": "Ada"}) for u in users]
+    failed = await acme.rest_test.send("email", refused["id"], welcome, {"name": "Ada"})
+    suppressed = await acme.rest.send("email", opted_out["id"], welcome, {"name": "Ada"})
+    for notification_id in [*sent, failed, suppressed]:
+        await wait_for_status(acme.rest.client, notification_id)
+
+    page = await _signed_in(
+        browser, console_stack, acme.live, viewport={"width": 1280, "height": 900}
+    )
+    try:
+        email = page.locator('article.chart-card[data-channel="email"][data-window="hour"]')
+        await email.get_by_role("img", name="email, in the last hour, per 5 minutes").wait_for()
+        reason = page.get_by_role("region", name="Top failure reasons, last 24 hours")
+        await reason.get_by_role(
+            "link", name=f"latest notification failing with this reason, {failed}"
+        ).wait_for()
+        await (
+            page.get_by_role("region", name="Queues and breakers")
+            .get_by_text("herald.email")
+            .first.wait_for()
+        )
+        await page.screenshot(path=str(SCREENSHOTS / "overview.png"), full_page=True)
+        await reason.get_by_role("link", name="+fail", exact=False).first.click()
+        await _row(page, failed).wait_for()  # the list of the failing notifications
+    finally:
+        await page.context.close()
+
+    phone = await _signed_in(
+        browser, console_stack, acme.live, viewport={"width": 390, "height": 844}, is_mobile=True
+    )
+    try:
+        await phone.get_by_role("heading", name="Last 24 hours", exact=True).wait_for()
+        width = await phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the overview scrolls sideways at 390 px: {width}"
+        await phone.screenshot(path=str(SCREENSHOTS / "overview-phone.png"), full_page=True)
+    finally:
+        await phone.context.close()

@@ -7,9 +7,11 @@ from fastapi import APIRouter
 
 from api.console.pages import (
     broadcasts,
+    flows,
     health,
     keys,
     notifications,
+    overview,
     signin,
     templates,
     topics,
@@ -19,6 +21,7 @@ from api.console.pages import (
 
 ROUTERS: tuple[APIRouter, ...] = (
     signin.router,
+    overview.router,
     notifications.router,
     templates.router,
     users.router,
@@ -27,4 +30,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     webhooks.router,
     topics.router,
     broadcasts.router,
+    flows.router,
 )

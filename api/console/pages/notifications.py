@@ -16,7 +16,7 @@ from api.console.session import Console, ConsoleReadOrSendDep, ConsoleSendDep
 from api.errors import ApiError, not_found
 from api.schemas.notifications import EventOut, NotificationPage
 from api.services import notifications
-from herald.contracts import Channel, Status
+from herald.contracts import Channel, Status, has_nul
 
 router = APIRouter(prefix="/notifications")
 PAGE_SIZE = 50
@@ -42,6 +42,7 @@ class Filters:
         template: Annotated[str, Query(max_length=128)] = "",
         cursor: Annotated[str, Query(max_length=512)] = "",
         broadcast_id: Annotated[str, Query(max_length=64)] = "",
+        error: Annotated[str, Query(max_length=256)] = "",
     ) -> None:
         self.status = status if status in Status.__members__ else ""
         self.channel = channel if channel in Channel.__members__ else ""
@@ -49,6 +50,10 @@ class Filters:
         self.template = template.strip()
         self.cursor = cursor
         self.broadcast_id = _uuid_or_empty(broadcast_id)
+        # The start of the last error (the overview's failure reasons link here).
+        if has_nul(error):
+            raise ApiError(422, "error: may not contain the NUL character (\\u0000)")
+        self.error = error.strip()
 
     def query(self, **changes: str) -> str:
         """These filters as a query string, with ``changes`` applied, empty ones left out."""
@@ -59,6 +64,7 @@ class Filters:
             "template": self.template,
             "cursor": self.cursor,
             "broadcast_id": self.broadcast_id,
+            "error": self.error,
             **changes,
         }
         return urlencode({name: value for name, value in values.items() if value})
@@ -75,6 +81,7 @@ async def _page(console: Console, filters: Filters) -> NotificationPage:
         limit=PAGE_SIZE,
         cursor=filters.cursor or None,
         broadcast_id=uuid.UUID(filters.broadcast_id) if filters.broadcast_id else None,
+        error_prefix=filters.error or None,
     )
 
 

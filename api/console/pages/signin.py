@@ -34,8 +34,8 @@ def _sign_in_page(request: Request, csrf: str, message: str | None, status_code:
 
 @router.get("/", include_in_schema=False)
 async def home() -> Response:
-    """The console opens on the notifications."""
-    return RedirectResponse("/console/notifications", status_code=303)
+    """The console opens on the overview."""
+    return RedirectResponse("/console/overview", status_code=303)
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
@@ -60,7 +60,7 @@ async def sign_in(
         return _sign_in_page(request, session.csrf, "Unknown or revoked API key.", 401)
     if CONSOLE_SCOPE not in tenant.scopes:
         return _sign_in_page(request, session.csrf, NEEDS_ADMIN, 403)
-    response = RedirectResponse("/console/notifications", status_code=303)
+    response = RedirectResponse("/console/overview", status_code=303)
     sessions_of(request).write(response, new_session(digest))
     return response
 

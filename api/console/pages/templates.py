@@ -1,5 +1,6 @@
-"""Templates: the list, one key's versions, and the editor that saves a new version
-with a live preview rendered from sample JSON as you type."""
+"""Templates: the list, a new template (key, channel, locale, content: what
+``POST /v1/templates`` takes), one key's versions, and the editor that saves a new
+version with a live preview rendered from sample JSON as you type."""
 
 from __future__ import annotations
 
@@ -10,16 +11,28 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from api.console.forms import field_errors, typed
 from api.console.rendering import render
 from api.console.session import ConsoleManageDep, ConsoleReadDep
 from api.errors import ApiError
 from api.schemas.templates import PreviewIn, TemplateIn
 from api.services import templates
 from herald.contracts import Channel
-from herald.templating import RenderLimits
+from herald.templating import RenderLimits, required_variables
 
 router = APIRouter(prefix="/templates")
 PAGE_SIZE = 50
+# The new-template form's path: under "-/" so that no template key (which may well be
+# "new") loses its page to it.
+NEW = "/-/new"
+_NEW_DEFAULTS = {
+    "key": "",
+    "channel": "email",
+    "locale": "en",
+    "category": "transactional",
+    "subject": "",
+    "body": "",
+}
 
 
 @router.get("", response_class=HTMLResponse)
@@ -33,6 +46,62 @@ async def list_page(
         console.backends.engine, console.tenant.id, limit=PAGE_SIZE, cursor=cursor or None
     )
     return render(request, "templates/list.html", console, page=page)
+
+
+@router.get(NEW, response_class=HTMLResponse)
+async def new_form(request: Request, console: ConsoleManageDep) -> Response:
+    """The form for a new template's version 1."""
+    return render(
+        request, "templates/new.html", console, values=_NEW_DEFAULTS, errors={}, channels=Channel
+    )
+
+
+@router.post("", response_class=HTMLResponse)
+async def create(
+    request: Request,
+    console: ConsoleManageDep,
+    key: Annotated[str, Form()] = "",
+    channel: Annotated[str, Form()] = "",
+    locale: Annotated[str, Form()] = "",
+    category: Annotated[str, Form()] = "",
+    subject: Annotated[str, Form()] = "",
+    body: Annotated[str, Form()] = "",
+) -> Response:
+    """Create version 1 (what ``POST /v1/templates`` does), then open it in the editor;
+    whatever the API would refuse shows next to its field."""
+    values = {
+        "key": key,
+        "channel": channel,
+        "locale": locale,
+        "category": category,
+        "subject": subject,
+        "body": body,
+    }
+    settings = console.backends.settings
+    try:
+        saved = await templates.save_version(
+            console.backends.engine,
+            console.tenant.id,
+            TemplateIn.model_validate(typed(values)),
+            first=True,
+            max_templates=settings.max_templates,
+            limits=RenderLimits.of(settings),
+        )
+    except (ValidationError, ApiError) as err:
+        return render(
+            request,
+            "templates/new.html",
+            console,
+            status_code=err.status_code if isinstance(err, ApiError) else 422,
+            values=values,
+            errors=field_errors(err, conflict="key"),
+            channels=Channel,
+        )
+    return RedirectResponse(
+        f"/console/templates/{saved.key}?channel={saved.channel.value}&locale={saved.locale}"
+        f"&saved={saved.version}",
+        status_code=303,
+    )
 
 
 @router.get("/{key}", response_class=HTMLResponse)
@@ -64,10 +133,17 @@ async def editor(
         current=chosen,
         subject=chosen.subject or "",
         body=chosen.body,
-        sample="{}",
+        sample=_starter_sample(chosen.subject or "", chosen.body),
         saved=saved,
         problem=None,
     )
+
+
+def _starter_sample(subject: str, body: str) -> str:
+    """Sample data with each variable the version needs standing for itself, so the
+    editor opens on a rendered preview rather than on a missing variable."""
+    needed = required_variables(subject) | required_variables(body)
+    return json.dumps({name: name for name in sorted(needed)})
 
 
 def _sample(sample: str) -> dict[str, Any]:
