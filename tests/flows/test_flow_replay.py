@@ -24,20 +24,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from herald import search
 from herald.correlation import CorrelationInterceptor
 from herald.flows.models import FlowRunInput
 from herald.settings import get_settings
 from herald.temporal import data_converter
 from tests.flows.test_flowrun_timeskipping import ONBOARDING, FakeHerald, job, send, until
+from tests.timeskipping import time_skipping
 from tests.workflows.replaying import CORPUS, load_corpus, replay
-from tests.workflows.test_workflow_timeskipping import test_server_binary
 from workflows.flow import FlowRunWorkflow
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
@@ -163,20 +160,7 @@ async def _record_paths(env: WorkflowEnvironment) -> dict[str, WorkflowHistory]:
     reason="records the corpus only with HERALD_RECORD_HISTORIES=1",
 )
 async def test_record_flow_histories() -> None:
-    environment = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(get_settings()),
-        test_server_existing_path=str(test_server_binary()),
-    )
-    try:
-        await environment.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=environment.client.namespace,
-                search_attributes={
-                    key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                    for key in search.KEYS
-                },
-            )
-        )
+    async with time_skipping(data_converter(get_settings())) as environment:
         histories = await _record_paths(environment)
         replayed, failures = await replay(histories.values(), FlowRunWorkflow)
         assert failures == []
@@ -186,5 +170,3 @@ async def test_record_flow_histories() -> None:
             path = CORPUS / f"flow-{VERSION}-{name}.json"
             path.write_text(history.to_json() + "\n")
             print(f"recorded {path}")
-    finally:
-        await environment.shutdown()

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
@@ -53,7 +51,7 @@ from herald.flows.models import (
     run_workflow_id,
     step_notification_id,
 )
-from tests.workflows.test_workflow_timeskipping import test_server_binary
+from tests.timeskipping import time_skipping
 from workflows.flow import FlowRunWorkflow
 from workflows.flow_fanout import FlowFanOutWorkflow
 
@@ -64,22 +62,9 @@ QUEUE = "flows-test"
 
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
-    started = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=str(test_server_binary()),
-    )
     # A run upserts ``HeraldFlowState`` as its state changes.
-    await started.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=started.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                for key in search.KEYS
-            },
-        )
-    )
-    yield started
-    await started.shutdown()
+    async with time_skipping() as started:
+        yield started
 
 
 @dataclass

