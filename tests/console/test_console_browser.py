@@ -168,6 +168,8 @@ async def test_keyboard_alone_signs_in(browser: Any, console_stack: Stack, acme:
 async def test_the_list_shows_a_new_notification_reach_sent_without_a_reload(
     page: Any, acme: Keys, welcome: str
 ) -> None:
+    await page.goto("/console/notifications")  # the console opens on the overview
+    await page.get_by_role("heading", name="Notifications", exact=True).wait_for()
     user = await acme.rest.user()
     notification_id = await acme.rest.send("email", user["id"], welcome, {"name": "Ada"})
     row = _row(page, notification_id)
