@@ -424,8 +424,13 @@ async def test_triggers_in_one_window_continue_as_one_run(
     apart = job(digest_flow(600), {"thread": "t2", "n": 9}, flow)
     # Started and joined before any result is awaited: the test server skips time only
     # while a result is awaited, so the window cannot close under them.
-    handles = [await start(env, joined) for joined in others]
-    await until(lambda: len(fake.windows[first.run.run_id].members) == 3)
+    # Each joins before the next starts, so the items' order (the order they joined
+    # in) is known.
+    handles = []
+    for joined in others:
+        handles.append(await start(env, joined))
+        members = len(handles) + 1
+        await until(lambda m=members: len(fake.windows[first.run.run_id].members) == m)
     for handle in handles:
         result: FlowRunResult = await handle.result()
         await replay(env, handle)
