@@ -193,7 +193,7 @@ class FlowActivities:
 
         async def start(job: Any) -> bool:
             async with bound:
-                started = await store.start_run(self._client, self._settings, job)
+                started = await store.start_run(self._client, self._settings, self._engine, job)
             activity.heartbeat()
             return started
 

@@ -17,8 +17,6 @@ writes its row (status and steps) as its steps change.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +24,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.flows import FlowActivities
@@ -56,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         condition_paths,
         holds,
         lookup,
+        step_key,
         step_notification_id,
     )
 
@@ -73,6 +73,10 @@ LONGEST_POLL = timedelta(seconds=30)
 HOPELESS = frozenset({"failed", "cancelled", "suppressed", "undelivered"})
 # ``workflow.patched`` id of the ``HeraldFlowState`` upserts (added after v1 histories).
 SEARCH_PATCH = "flow-state-search-attribute"
+# ``workflow.patched`` id of digest and throttle steps counting a run at its trigger's time.
+TRIGGER_TIME_PATCH = "digest-throttle-at-trigger-time"
+# ``workflow.patched`` id of a run cancelled before its first record winding down.
+EARLY_CANCEL_PATCH = "wind-down-when-cancelled-at-start"
 
 
 class _RunEnds(Exception):
@@ -94,6 +98,10 @@ class FlowRunWorkflow:
         # A digest step made this run the carrier of a window (its sends get ``items``).
         self._carrying = False
         self._full = False
+        # The run's first record is written.
+        self._begun = False
+        # The run has waited on something (a delay, a wait, a digest window).
+        self._waited = False
         # The state last upserted as ``HeraldFlowState`` (the start set ``running``).
         self._searched: RunStatus | None = None
 
@@ -101,14 +109,22 @@ class FlowRunWorkflow:
     async def run(self, job: FlowRunInput) -> FlowRunResult:
         """Each step in order; the run's row says where it is."""
         self._job = job
-        await self._record(RunStatus.running)
         try:
+            await self._record(RunStatus.running)
+            self._begun = True
             await self._run_steps(job.steps)
             status = RunStatus.completed
         except _RunEnds as ended:
             status = ended.status
-        except asyncio.CancelledError:
-            await self._wind_down()
+        except BaseException as err:
+            if not is_cancelled_exception(err):
+                raise
+            # Cancelled while an activity ran (its first record, a wait's read) or before
+            # its first record was written (a run still in a worker's backlog): it winds
+            # down all the same, so its row says cancelled.
+            earlier = self._begun and isinstance(err, asyncio.CancelledError)
+            if earlier or workflow.patched(EARLY_CANCEL_PATCH):
+                await self._wind_down()
             raise
         await self._record(status)
         return FlowRunResult(status=status, steps=self._steps)
@@ -190,6 +206,7 @@ class FlowRunWorkflow:
         else:
             duration = timedelta(seconds=step["seconds"])
         if duration > timedelta(0):
+            self._waited = True
             await self._record(RunStatus.running)
             await workflow.sleep(duration)
         self._end(state, StepStatus.completed, None)
@@ -200,6 +217,7 @@ class FlowRunWorkflow:
             # The send it waits on was in a branch this run did not take.
             self._end(state, StepStatus.skipped, None)
             return
+        self._waited = True
         await self._record(RunStatus.running)
         notification_id = sent.notification_id
         deadline = self._now() + timedelta(seconds=step["timeout_seconds"])
@@ -230,20 +248,7 @@ class FlowRunWorkflow:
         return result
 
     def _key_of(self, step: dict[str, Any]) -> str:
-        """The step's ``key`` read from the data: the same text in every process (a
-        missing field is ``""``; a long value is hashed to fit its column)."""
-        if not step.get("key"):
-            return ""
-        value = lookup({"data": self._job.data}, step["key"])
-        if isinstance(value, str):
-            key = value
-        elif isinstance(value, int | float | bool | list | dict):
-            key = json.dumps(value, sort_keys=True)
-        else:
-            return ""
-        if len(key) > 200:
-            key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-        return key
+        return step_key(step, self._job.data)
 
     async def _digest(self, step: dict[str, Any], state: StepState) -> None:
         """Join the open window of this recipient, flow and key, or open one and carry it:
@@ -256,7 +261,7 @@ class FlowRunWorkflow:
             window_seconds=step["window_seconds"],
             max_items=step.get("max_items"),
             data=self._job.data,
-            at=self._now(),
+            at=self._reached_at(),
         )
         joined: DigestJoined = await workflow.execute_activity_method(
             FlowActivities.join_flow_digest,
@@ -282,6 +287,7 @@ class FlowRunWorkflow:
             retry_policy=STEP_RETRY,
         )
         self._carrying = True
+        self._waited = True
         state.carrier_run_id = self._job.run.run_id
         state.count = closed.count
         self._end(state, StepStatus.completed, "carried")
@@ -296,7 +302,7 @@ class FlowRunWorkflow:
                 key=key,
                 limit=step["limit"],
                 window_seconds=step["window_seconds"],
-                at=self._now(),
+                at=self._reached_at(),
             ),
             start_to_close_timeout=STEP_TIMEOUT,
             retry_policy=STEP_RETRY,
@@ -386,6 +392,15 @@ class FlowRunWorkflow:
     @staticmethod
     def _now() -> datetime:
         return workflow.now()
+
+    def _reached_at(self) -> datetime:
+        """When the run reached a digest or throttle step: the trigger's own time until
+        the run has waited on anything (a delay, a wait, a digest window), so a worker
+        down for a while never moves a trigger out of its window or into the next one;
+        afterwards, now."""
+        if not self._waited and workflow.patched(TRIGGER_TIME_PATCH):
+            return self._job.run.created_at
+        return self._now()
 
 
 def _as_time(value: Any) -> datetime | None:

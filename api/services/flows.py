@@ -177,7 +177,7 @@ async def trigger(
 
     async def start(job: FlowRunInput) -> bool:
         async with bound:
-            return await store.start_run(backends.temporal, backends.settings, job)
+            return await store.start_run(backends.temporal, backends.settings, backends.engine, job)
 
     started = await asyncio.gather(*(start(job) for job in jobs), return_exceptions=True)
     # Runs started before (the same idempotency key) keep the row they have.

@@ -4,6 +4,8 @@ a run does (pure and deterministic, so the workflow may call it)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -260,6 +262,42 @@ def lookup(facts: dict[str, Any], path: str) -> Any:
             return _MISSING
         value = value[part]
     return value
+
+
+def step_key(step: dict[str, Any], data: dict[str, Any]) -> str:
+    """A digest's or throttle's ``key`` read from the trigger's data: the same text in
+    every process (a missing field is ``""``; a long value is hashed to fit its column)."""
+    if not step.get("key"):
+        return ""
+    value = lookup({"data": data}, step["key"])
+    if isinstance(value, str):
+        key = value
+    elif isinstance(value, int | float | bool | list | dict):
+        key = json.dumps(value, sort_keys=True)
+    else:
+        return ""
+    if len(key) > 200:
+        key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return key
+
+
+def first_digest(job: FlowRunInput) -> DigestJoin | None:
+    """The join of a run whose first step is a digest, at its trigger's time: made when
+    the run is started, so every trigger of the window has joined before the window
+    closes, however late a worker reaches the run (the run's own join answers the
+    same)."""
+    if not job.steps or job.steps[0]["type"] != "digest":
+        return None
+    step = job.steps[0]
+    return DigestJoin(
+        run=job.run,
+        step_id=step["id"],
+        key=step_key(step, job.data),
+        window_seconds=step["window_seconds"],
+        max_items=step.get("max_items"),
+        data=job.data,
+        at=job.run.created_at,
+    )
 
 
 def holds(condition: dict[str, Any], facts: dict[str, Any]) -> bool:

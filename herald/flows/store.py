@@ -4,6 +4,7 @@ CLI."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -25,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on, insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -57,9 +58,12 @@ from herald.flows.models import (
     RunStatus,
     ThrottleRequest,
     fan_out_workflow_id,
+    first_digest,
 )
 from herald.settings import Settings
 from herald.temporal import core_task_queue
+
+log = logging.getLogger(__name__)
 
 _FLOWS = Flow.__table__
 _RUNS = FlowRun.__table__
@@ -181,9 +185,24 @@ async def running_with_key(
         return list((await conn.execute(query)).scalars())
 
 
-async def start_run(client: Client, settings: Settings, job: FlowRunInput) -> bool:
+async def start_run(
+    client: Client, settings: Settings, engine: AsyncEngine, job: FlowRunInput
+) -> bool:
     """Durably start a run; False if this run id was started before (the one place a
-    ``FlowRun`` is started)."""
+    ``FlowRun`` is started). A run whose first step is a digest joins its window now,
+    at its trigger's time (``first_digest``)."""
+    started = await _start_workflow(client, settings, job)
+    join = first_digest(job)
+    if join is not None:
+        try:
+            await join_digest(engine, join)
+        except (SQLAlchemyError, OSError) as err:
+            # The run joins by itself when it reaches the step, with the same answer.
+            log.warning("digest not joined at the trigger", extra={"error": repr(err)})
+    return started
+
+
+async def _start_workflow(client: Client, settings: Settings, job: FlowRunInput) -> bool:
     try:
         await client.start_workflow(
             WORKFLOW,
@@ -255,8 +274,8 @@ _LOCK_WINDOW = text("SELECT pg_advisory_xact_lock(hashtextextended(:scope, 0))")
 
 
 async def throttle(engine: AsyncEngine, request: ThrottleRequest) -> bool:
-    """Whether the run is within the limit of its recipient, flow and key in the window
-    ending at ``request.at``. Runs of one window are counted one at a time (a lock per
+    """Whether the run is within the limit of its recipient, flow and key around
+    ``request.at`` (its trigger's time). Runs of one window are counted one at a time (a lock per
     recipient, flow and key), and a run's answer is kept, so a retried step answers the
     same and no run is ever counted twice or lost."""
     run = request.run
@@ -282,8 +301,11 @@ async def throttle(engine: AsyncEngine, request: ThrottleRequest) -> bool:
                         hit.c.flow_key == run.flow_key,
                         hit.c.key == request.key,
                         hit.c.admitted.is_(True),
+                        # Admissions less than a window before or after: a run reached
+                        # late (its worker was down) still counts against later ones, so
+                        # no span of one window ever holds more than ``limit``.
                         hit.c.at > request.at - timedelta(seconds=request.window_seconds),
-                        hit.c.at <= request.at,
+                        hit.c.at < request.at + timedelta(seconds=request.window_seconds),
                     )
                 )
             )
@@ -400,9 +422,11 @@ async def join_digest(engine: AsyncEngine, request: DigestJoin) -> DigestJoined:
 
 
 async def _open_window(conn: Any, request: DigestJoin, scope: str) -> uuid.UUID | None:
-    """The carrier of the open window the run may join (opened within the window before
-    it, not closed), or None."""
+    """The carrier of the open window the run may join, or None: not closed, and opened
+    less than the window's length before the run's trigger, or after it (a run whose
+    worker reached the step late, when a later trigger had opened the window already)."""
     items = DIGEST_ITEMS
+    window = timedelta(seconds=request.window_seconds)
     query = (
         select(items.c.carrier_id)
         .where(
@@ -410,8 +434,8 @@ async def _open_window(conn: Any, request: DigestJoin, scope: str) -> uuid.UUID 
             items.c.scope == scope,
             items.c.carrier_id == items.c.run_id,
             items.c.closed.is_(False),
-            items.c.at > request.at - timedelta(seconds=request.window_seconds),
-            items.c.at <= request.at,
+            items.c.at > request.at - window,
+            items.c.at < request.at + window,
         )
         .order_by(items.c.at.desc(), items.c.carrier_id)
         .limit(1)

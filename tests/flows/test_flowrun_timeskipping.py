@@ -115,7 +115,7 @@ class FakeHerald:
                     c
                     for c, w in self.windows.items()
                     if w.scope == scope
-                    and request.at - window < w.opened <= request.at
+                    and request.at - window < w.opened < request.at + window
                     and not w.closed
                     and len(w.members) < limit
                 ),
@@ -229,6 +229,9 @@ async def fake(env: WorkflowEnvironment) -> AsyncIterator[FakeHerald]:
 
 
 async def start(env: WorkflowEnvironment, run: FlowRunInput) -> WorkflowHandle[Any, Any]:
+    # Triggered now on the test server's clock (which runs ahead of the wall clock).
+    at = await env.get_current_time()
+    run = run.model_copy(update={"run": run.run.model_copy(update={"created_at": at})})
     return await env.client.start_workflow(
         FlowRunWorkflow.run, run, id=run.run.workflow_id, task_queue=QUEUE
     )
@@ -380,6 +383,8 @@ async def test_cancel_during_a_delay_stops_the_run_before_its_next_send(
             for step in progress.steps
         )
     )
+    # Five minutes into the hour, the cancellation key's run is cancelled.
+    await env.sleep(timedelta(minutes=5))
     await handle.cancel()
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
@@ -394,6 +399,42 @@ async def test_cancel_during_a_delay_stops_the_run_before_its_next_send(
     # The run's notifications are asked to stop (one already sent stays as it is).
     assert fake.cancelled == [step_notification_id(run.run.run_id, "first")]
     await replay(env, handle)
+
+
+async def test_a_run_cancelled_while_its_first_record_is_written_says_cancelled() -> None:
+    """Cancelled before its first record was written (a run in a worker's backlog when
+    its key was cancelled): it winds down like any other, its row ends ``cancelled``.
+    On a server of its own: the record it holds up would stop the shared one's clock."""
+    run = job([{"id": "pause", "type": "delay", "seconds": 3600}, send("later")])
+    writing, release = asyncio.Event(), asyncio.Event()
+    async with time_skipping() as own:
+        fake = FakeHerald(own)
+
+        @activity.defn(name="record_flow_run")
+        async def slow_first_record(progress: RunProgress) -> None:
+            if not writing.is_set():
+                writing.set()
+                await release.wait()  # still writing when the run is cancelled
+                return
+            fake.progress.append(progress)
+
+        others = [a for a in fake.activities() if a.__name__ != "record_flow_run"]
+        async with Worker(
+            own.client,
+            task_queue=QUEUE,
+            workflows=[FlowRunWorkflow],
+            activities=[slow_first_record, *others],
+        ):
+            handle = await own.client.start_workflow(
+                FlowRunWorkflow.run, run, id=run.run.workflow_id, task_queue=QUEUE
+            )
+            await writing.wait()
+            await handle.cancel()
+            with pytest.raises(WorkflowFailureError):
+                await handle.result()
+            release.set()
+        assert [p.status for p in fake.progress] == [RunStatus.cancelled]
+        await replay(own, handle)
 
 
 def digest_flow(window: int, max_items: int | None = None) -> list[dict[str, Any]]:
