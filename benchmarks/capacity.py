@@ -23,7 +23,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -31,6 +30,7 @@ from benchmarks.environment import local_herald
 from benchmarks.throughput import herald_rate
 from devtools.histories import shape
 from devtools.sinks import Rule, Sinks
+from herald.client import AsyncHeraldClient
 from herald.contracts import workflow_id_for
 from herald.db import make_engine
 from herald.settings import Settings
@@ -69,25 +69,19 @@ async def sample_histories(settings: Settings, sinks: Sinks) -> dict[str, Any]:
     engine = make_engine(settings, pool_size=1)
     key = await create_api_key(engine, f"capacity-{uuid.uuid4().hex[:6]}")
     await engine.dispose()
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{settings.api_port}",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    ) as api:
+    async with AsyncHeraldClient(f"http://127.0.0.1:{settings.api_port}", key) as api:
         template = {"key": "capacity", "channel": "email", "subject": "Hi", "body": "<p>Hi</p>"}
-        assert (await api.post("/v1/templates", json=template)).status_code == 201
+        await api.create_template(template)
         ids: dict[str, str] = {}
         for case in ("clean", "retried_once"):
             user = {"id": f"capacity-{case}", "email": f"capacity-{case}@example.com"}
-            assert (await api.post("/v1/users", json=user)).status_code == 201
+            await api.create_user(user)
             if case == "retried_once":
                 sinks.state.add_rule(Rule(match=user["email"], fail_with=["transient"]))
-            body = {"user_id": user["id"], "template": "capacity"}
-            ids[case] = (await api.post("/v1/notifications/email", json=body)).json()["id"]
+            body = {"channel": "email", "user_id": user["id"], "template": "capacity"}
+            ids[case] = str((await api.send(body)).id)
         for notification_id in ids.values():
-            while (await api.get(f"/v1/notifications/{notification_id}")).json()[
-                "status"
-            ] not in TERMINAL:
+            while (await api.get_notification(notification_id)).status not in TERMINAL:
                 await asyncio.sleep(0.2)
     client = await connect(settings)
     return {case: await history_cost(client, nid) for case, nid in ids.items()}

@@ -41,6 +41,7 @@ from temporalio.client import Client
 from benchmarks.environment import BenchHerald, local_herald
 from benchmarks.load import LoadGenerator, delivered_emails
 from devtools.histories import shape
+from herald.client import AsyncHeraldClient
 from herald.contracts import workflow_id_for
 from herald.db import FlowRun, User, make_engine
 from herald.flows.models import run_workflow_id, step_notification_id
@@ -89,17 +90,15 @@ async def set_up(bench: BenchHerald, recipients: int) -> tuple[str, uuid.UUID]:
             )
     finally:
         await engine.dispose()
-    async with api_session(bench, key) as api:
+    async with AsyncHeraldClient(f"http://127.0.0.1:{bench.settings.api_port}", key) as api:
         template = {
             "key": "bench",
             "channel": "email",
             "subject": "Step {{ n }}",
             "body": "<p>Step {{ n }}</p>",
         }
-        async with api.post("/v1/templates", json=template) as answer:
-            assert answer.status == 201, await answer.text()
-        async with api.put(f"/v1/flows/{FLOW}", json={"steps": STEPS}) as answer:
-            assert answer.status in (200, 201), await answer.text()
+        await api.create_template(template)
+        await api.put_flow(FLOW, {"steps": STEPS})
     return key, tenant.id
 
 
