@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
-from herald import statuslog
+from herald import chat, statuslog
 from herald.contracts import (
     TRANSACTIONAL,
     Channel,
@@ -43,6 +43,7 @@ _CATEGORY = (
 _USER = select(
     User.email,
     User.phone,
+    User.chat,
     User.locale,
     User.preferences,
     User.quiet_hours,
@@ -132,6 +133,12 @@ class RecipientActivities:
                 address, missing = user.email, "user has no email address"
             elif lookup.channel is Channel.sms:
                 address, missing = user.phone, "user has no phone number"
+            elif lookup.channel is Channel.chat:
+                address = chat.encode(user.chat) if user.chat else None
+                missing = "user has no chat address"
+            elif lookup.channel is Channel.inapp:
+                # The inbox is the user's own: no address to look up.
+                address, missing = lookup.user_id, ""
             else:
                 address = (await conn.execute(_NEWEST_DEVICE, who)).scalar()
                 missing = "user has no push device"

@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from api.backends import Backends
 from api.errors import ApiError
 from api.ratelimit import over_budget, retry_after_header
+from herald.inbox import tokens as inbox_tokens
+from herald.inbox.tokens import InboxUser
 from herald.settings import Settings
 from herald.tenants import ApiKeyCache, TenantContext, hash_key
 
@@ -74,7 +76,10 @@ async def _tenant(
     digest = hash_key(credentials.credentials)
     tenant = await keys.tenant_for_digest(digest)
     if tenant is None:
-        raise ApiError(401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        problem = "unknown or revoked API key"
+        if credentials.credentials.startswith("eyJ"):  # a JWT: a user token, never a key
+            problem += " (a user token is for the /v1/inbox routes only)"
+        raise ApiError(401, problem, headers={"WWW-Authenticate": "Bearer"})
     await _within_rate_limit(request, digest, tenant)
     return tenant
 
@@ -139,3 +144,38 @@ async def _api_keys(request: Request) -> ApiKeyCache:
 
 
 ApiKeysDep = Annotated[ApiKeyCache, Depends(_api_keys)]
+
+
+# --- The in-app inbox: end users, by user token (never an API key) -------------------
+
+_user_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="UserToken",
+    description="A user token from `POST /v1/inbox/tokens` (never an API key)",
+)
+
+
+async def _inbox_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_user_bearer)],
+) -> InboxUser:
+    """The user a token names (``Authorization: Bearer``, or ``?token=`` where a browser
+    cannot set headers, as for ``EventSource``); 401 for anything else, API keys too."""
+    token = credentials.credentials if credentials is not None else None
+    token = token or request.query_params.get("token")
+    challenge = {"WWW-Authenticate": 'Bearer realm="inbox"'}
+    if not token:
+        raise ApiError(
+            401, "missing user token: send 'Authorization: Bearer <token>'", headers=challenge
+        )
+    try:
+        async with _backends_of(request).engine.connect() as conn:
+            return await inbox_tokens.authenticate(conn, token)
+    except inbox_tokens.InvalidToken as err:
+        raise ApiError(401, str(err), headers=challenge) from err
+
+
+# What the route audit reads (tests/api/test_scopes.py): no API key scope, a user token.
+_inbox_user.scopes = ("user token",)  # type: ignore[attr-defined]
+# The caller of an inbox route: a tenant's user, by user token.
+InboxUserDep = Annotated[InboxUser, Depends(_inbox_user)]

@@ -22,17 +22,24 @@ from api.routes import (
     broadcasts,
     flows,
     health,
+    inbox,
+    inbox_stream,
     notifications,
     templates,
     topics,
     unsubscribe,
     users,
 )
+from api.routes import integrations as integration_routes
 from api.routes import receipts as receipt_routes
+from api.routes import receipts_email as email_receipt_routes
+from api.routes import receipts_vonage as vonage_receipt_routes
 from api.routes import webhooks as webhook_routes
 from api.routes.codec import create_codec_app
 from herald import backlog
 from herald.db import make_engine
+from herald.inbox.origins import OriginCache
+from herald.inbox.stream import InboxHub
 from herald.logs import configure_logging
 from herald.runtime import tune_gc
 from herald.settings import Settings, get_settings
@@ -61,12 +68,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         revocations = RevocationListener(settings.database_url, app.state.api_keys)
         revocations.start()
         app.state.revocations = revocations
+        # One LISTEN connection feeds every inbox stream of this process.
+        app.state.inbox_hub = InboxHub(settings.database_url)
+        app.state.inbox_hub.start()
+        app.state.inbox_origins = OriginCache(engine)
         # The retrying gauges the alerts read (herald/backlog.py).
         retrying = asyncio.create_task(
             backlog.sample_forever(engine, settings.backlog_sample_seconds)
         )
         yield
         retrying.cancel()
+        await app.state.inbox_hub.stop()
         await revocations.stop()
         await app.state.rate_limiter.close()
         await engine.dispose()
@@ -84,10 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_keys.router)
     app.mount("/console", create_console(settings, app.state))
     app.include_router(receipt_routes.router)
+    app.include_router(email_receipt_routes.router)
+    app.include_router(vonage_receipt_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(integration_routes.router)
     for router in (batch.router, topics.router, broadcasts.router):
         app.include_router(router)
     app.include_router(flows.router)
+    app.include_router(inbox_stream.router)
+    app.include_router(inbox.router)
     # The Temporal UI's codec endpoint, with CORS for the UI's origin (api/routes/codec.py).
     app.mount("/codec", create_codec_app(settings))
     # Browsers ask for it at the root, whatever page (the console, the docs) they show.
@@ -101,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bulk_max_bytes=settings.max_bulk_request_bytes,
         is_bulk=is_bulk_route,
     )
+    app.add_middleware(inbox_stream.InboxCorsMiddleware)
     app.add_middleware(AccessMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -232,6 +232,42 @@ def tenant_limit(
     console.print(f"{tenant}: {limit}")
 
 
+@tenant_app.command("origins")
+def tenant_origins(
+    tenant: Annotated[str, typer.Argument(help="Tenant name.")],
+    origins: Annotated[
+        list[str] | None,
+        typer.Argument(help="Browser origins (https://app.example.com); none: show them."),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Allow no browser origin.")] = False,
+) -> None:
+    """Set the browser origins allowed to call the tenant's in-app inbox (CORS); they
+    replace the ones set before."""
+    from herald.db import make_engine
+    from herald.inbox.origins import InvalidOrigin, normalize_origin, origins_of, set_origins
+
+    try:
+        wanted = [normalize_origin(origin) for origin in origins or []]
+    except InvalidOrigin as err:
+        err_console.print(f"[red]{err}[/]")
+        raise typer.Exit(2) from None
+
+    async def apply() -> list[str] | None:
+        engine = make_engine(get_settings(), pool_size=1)
+        try:
+            if wanted or clear:
+                return await set_origins(engine, tenant, wanted)
+            return await origins_of(engine, tenant)
+        finally:
+            await engine.dispose()
+
+    now = asyncio.run(apply())
+    if now is None:
+        err_console.print(f"[red]no tenant {tenant!r}[/]")
+        raise typer.Exit(1)
+    print("\n".join(now) if now else f"{tenant}: no browser origins")
+
+
 def _exit_now(code: int = 0) -> NoReturn:
     """End a short command that used a Temporal client without interpreter teardown.
 

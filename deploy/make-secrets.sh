@@ -27,4 +27,5 @@ for name in sms_auth_token push_token unsubscribe_secret console_secret codec_to
     write "$name" "$(random)"
 done
 write payload_keys "k1:$(head -c 32 /dev/urandom | base64)"
+write secrets_keys "k1:$(head -c 32 /dev/urandom | base64)"
 echo "compose secrets in $dir"

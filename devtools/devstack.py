@@ -28,7 +28,7 @@ from herald.search import setup_cluster
 from herald.settings import Settings
 
 console = Console()
-PROCESS_TYPES = ("core", "email", "sms", "push")
+PROCESS_TYPES = ("core", "email", "sms", "push", "inapp", "chat")
 # Unless HERALD_METRICS_PORT says otherwise, the bridge and the workers serve /metrics
 # from here on (bridge 9100, core 9101, ...).
 DEV_METRICS_PORT = 9100
@@ -223,6 +223,7 @@ def run_dev(settings: Settings, data_dir: str, *, with_sinks: bool) -> int:
         "\n[bold green]Herald is running[/]\n"
         f"  API          {api_url}   (docs: {api_url}/docs)\n"
         f"  Console      {api_url}/console   (sign in with an API key)\n"
+        f"  Inbox demo   {api_url}/inbox/demo   (<herald-inbox> live for user ada of tenant demo)\n"
         f"  Temporal UI  {settings.temporal_ui_url}\n"
         f"  Metrics      {api_url}/metrics; the other processes "
         f":{metrics_ports[0]}-{metrics_ports[-1]}/metrics\n"

@@ -32,6 +32,8 @@ from urllib.parse import parse_qs, urlparse
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from devtools.fakes.email_apis import EmailApiFakes
+from devtools.fakes.messaging_apis import MessagingApiFakes
 from devtools.provider_reports import post_twilio_callbacks, send_dsn
 
 
@@ -276,8 +278,25 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlparse(self.path)
+        account = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)\.json", url.path)
+        if account is not None:  # Twilio's Accounts resource: what a credentials check reads
+            expected = f"{account[1]}:{self.server.sms_token}".encode()
+            if self.headers.get("Authorization") != f"Basic {base64.b64encode(expected).decode()}":
+                self._answer(401, {"code": 20003, "message": "Authenticate", "status": 401})
+            else:
+                self._answer(200, {"sid": account[1], "status": "active"})
+            return
         if url.path != "/_sink/messages":
-            self._answer(404, {"error": "not found"})
+            answer = self.server.messaging_apis.handle("GET", self.path, dict(self.headers), b"")
+            if answer is None:
+                self._answer(404, {"error": "not found"})
+                return
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
             return
         query = parse_qs(url.query)
         channel = query.get("channel", [None])[0]
@@ -287,7 +306,19 @@ class _HttpHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
         path = urlparse(self.path).path
-        if path.startswith("/2010-04-01/Accounts/") and path.endswith("/Messages.json"):
+        # SendGrid, Mailgun, Postmark and SES under /sendgrid, /mailgun, /postmark, /ses.
+        answer = self.server.email_apis.handle("POST", self.path, dict(self.headers), raw)
+        # Vonage, OneSignal, Slack and the Teams and Discord webhooks likewise.
+        if answer is None:
+            answer = self.server.messaging_apis.handle("POST", self.path, dict(self.headers), raw)
+        if answer is not None:
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer.body)))
+            self.end_headers()
+            self.wfile.write(answer.body)
+        elif path.startswith("/2010-04-01/Accounts/") and path.endswith("/Messages.json"):
             self._twilio(path, raw)
         elif path.startswith("/v1/projects/") and path.endswith("/messages:send"):
             self._fcm(raw)
@@ -458,6 +489,8 @@ class _ProviderServer(ThreadingHTTPServer):
         self.state = state
         self.sms_token = sms_token
         self.push_token = push_token
+        self.email_apis = EmailApiFakes(state)
+        self.messaging_apis = MessagingApiFakes(state)
 
 
 class Sinks:
@@ -484,6 +517,11 @@ class Sinks:
     def smtp_port(self) -> int:
         """The SMTP port."""
         return int(self._smtp.port)
+
+    @property
+    def email_apis(self) -> EmailApiFakes:
+        """The SendGrid/Mailgun/Postmark/SES fakes the HTTP sink serves (their outages)."""
+        return self._http.email_apis
 
     @property
     def http_url(self) -> str:

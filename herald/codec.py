@@ -29,6 +29,8 @@ NONCE_BYTES = 12  # GCM's standard nonce; random per payload
 # A key anyone can read in this file: it keeps development working out of the box, and
 # the production guard (herald/settings.py) refuses to start with it.
 DEVELOPMENT_PAYLOAD_KEYS = "dev:" + base64.b64encode(b"herald development payload key!!").decode()
+# The same for integration credentials at rest (``HERALD_SECRETS_KEYS``, herald/secretbox.py).
+DEVELOPMENT_SECRETS_KEYS = "dev:" + base64.b64encode(b"herald development secrets key!!").decode()
 
 
 class PayloadKeyError(Exception):
@@ -41,23 +43,24 @@ class PayloadDecryptionError(ValueError):
     changed (the GCM tag does not match)."""
 
 
-def parse_payload_keys(spec: str) -> dict[str, bytes]:
-    """``kid1:base64key,kid2:base64key`` → ``{kid: key}`` in order (the first encrypts)."""
+def parse_payload_keys(spec: str, setting: str = "HERALD_PAYLOAD_KEYS") -> dict[str, bytes]:
+    """``kid1:base64key,kid2:base64key`` → ``{kid: key}`` in order (the first encrypts);
+    ``setting`` names the variable in errors (``HERALD_SECRETS_KEYS`` takes the same form)."""
     keys: dict[str, bytes] = {}
     for entry in spec.split(","):
         kid, sep, encoded = entry.strip().partition(":")
         kid = kid.strip()
         if not sep or not kid:
-            raise PayloadKeyError("HERALD_PAYLOAD_KEYS must be 'kid:base64key[,kid:base64key...]'")
+            raise PayloadKeyError(f"{setting} must be 'kid:base64key[,kid:base64key...]'")
         if kid in keys:
-            raise PayloadKeyError(f"HERALD_PAYLOAD_KEYS names key id {kid!r} twice")
+            raise PayloadKeyError(f"{setting} names key id {kid!r} twice")
         try:
             key = base64.b64decode(encoded.strip(), validate=True)
         except (binascii.Error, ValueError):
-            raise PayloadKeyError(f"HERALD_PAYLOAD_KEYS: key {kid!r} is not valid base64") from None
+            raise PayloadKeyError(f"{setting}: key {kid!r} is not valid base64") from None
         if len(key) != KEY_BYTES:
             raise PayloadKeyError(
-                f"HERALD_PAYLOAD_KEYS: key {kid!r} is {len(key)} bytes; AES-256 needs "
+                f"{setting}: key {kid!r} is {len(key)} bytes; AES-256 needs "
                 f"{KEY_BYTES} (make one with: head -c 32 /dev/urandom | base64)"
             )
         keys[kid] = key

@@ -34,6 +34,10 @@ class Channel(StrEnum):
     email = "email"
     sms = "sms"
     push = "push"
+    # Slack, Teams or Discord: the user's ``chat`` address (herald/chat.py).
+    chat = "chat"
+    # Stored in the user's in-app inbox (``herald/inbox/``); needs no address.
+    inapp = "inapp"
 
 
 class Status(StrEnum):
@@ -54,6 +58,15 @@ class Status(StrEnum):
     def terminal(self) -> bool:
         """True once nothing more will happen without a resend."""
         return self in TERMINAL_STATUSES
+
+
+class Engagement(StrEnum):
+    """What a user did with an in-app message: logged as the notification's events (they
+    do not move its status) and offered to webhooks as ``notification.<name>``."""
+
+    seen = "seen"
+    read = "read"
+    archived = "archived"
 
 
 TERMINAL_STATUSES = frozenset(

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -94,6 +95,8 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(16))
+    # ``{"slack": "<channel id>"}``, ``{"teams": "<webhook url>"}`` or ``{"discord": …}``.
+    chat: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     locale: Mapped[str | None] = mapped_column(String(35))
     timezone: Mapped[str | None] = mapped_column(String(64))
     preferences: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -515,6 +518,32 @@ class FlowThrottleHit(Base):
     key: Mapped[str] = mapped_column(String(256))
     admitted: Mapped[bool]
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Integration(Base):
+    """A tenant's account at a provider (``/v1/integrations``): its sends of the channel
+    go through its enabled integrations in ``priority`` order (lowest first). ``config``
+    holds credentials and is only ever stored sealed (``herald/secretbox.py``)."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (Index("ix_integrations_channel", "channel", "tenant_id", "priority"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(128))
+    priority: Mapped[int] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(default=True, server_default="true")
+    # Messages per second through this integration, across workers; NULL: no limit.
+    rate_per_second: Mapped[float | None] = mapped_column(Float)
+    config_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+    # The provider's last failure through this integration, for the console.
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class IngestQueueReport(Base):

@@ -8,7 +8,12 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herald.codec import DEVELOPMENT_PAYLOAD_KEYS, PayloadKeyError, parse_payload_keys
+from herald.codec import (
+    DEVELOPMENT_PAYLOAD_KEYS,
+    DEVELOPMENT_SECRETS_KEYS,
+    PayloadKeyError,
+    parse_payload_keys,
+)
 
 
 class InsecureSettings(Exception):
@@ -87,6 +92,19 @@ class Settings(BaseSettings):
     push_project_id: str = "herald-dev"
     push_token: SecretStr = SecretStr("dev-token")
 
+    # The deployment's chat channel (herald/chat.py). Teams and Discord need no account:
+    # the user's address is the webhook. Slack needs a bot token: a tenant's comes from its
+    # ``slack`` integration; the deployment's from here (unset: outside production, the
+    # dev sink's Slack fake; in production, no deployment Slack).
+    chat_slack_api_url: str = "http://127.0.0.1:8025/slack"
+    chat_slack_bot_token: SecretStr | None = None
+    # Origins (``scheme://host:port``, comma-separated) a Teams or Discord address may use
+    # besides the services' own https hosts: the local fakes (``http://127.0.0.1:8025``).
+    chat_webhook_origins: str = ""
+    # Vonage's signature secret for its delivery receipts (``/v1/providers/vonage/receipts``);
+    # unset: refused in production, the local fake's secret in development.
+    vonage_signature_secret: SecretStr | None = None
+
     provider_timeout_seconds: float = 10.0
     max_attempts: int = Field(default=3, ge=1, le=100)
     retry_initial_interval_seconds: float = 1.0
@@ -106,6 +124,7 @@ class Settings(BaseSettings):
     email_rate_per_second: float | None = Field(default=None, gt=0)
     sms_rate_per_second: float | None = Field(default=None, gt=0)
     push_rate_per_second: float | None = Field(default=None, gt=0)
+    chat_rate_per_second: float | None = Field(default=None, gt=0)
 
     # REST rate limit per API key, shared by every API instance through Redis; a tenant
     # can have its own (``herald tenant limit``), which holds across all its keys.
@@ -227,6 +246,14 @@ class Settings(BaseSettings):
     bounce_address: str = "bounces@localhost"
     bounce_smtp_host: str = "127.0.0.1"
     bounce_smtp_port: int = Field(default=2526, ge=0, le=65535)
+    # The email APIs' event webhooks (``/v1/providers/{sendgrid,mailgun,postmark}/events``,
+    # herald/receipts_email.py): SendGrid's verification key (base64 DER or PEM), Mailgun's
+    # webhook signing key, the basic-auth login Postmark's webhooks are set up with. Unset:
+    # refused in production; in development, keys the local fakes sign with.
+    sendgrid_webhook_public_key: str | None = None
+    mailgun_webhook_signing_key: SecretStr | None = None
+    postmark_webhook_username: str | None = None
+    postmark_webhook_password: SecretStr | None = None
     # Webhook URLs must be https to a public address unless this is set (local development).
     webhooks_allow_private: bool = False
     # The dispatcher (``herald webhooks``): deliveries at once per process, per endpoint,
@@ -281,6 +308,25 @@ class Settings(BaseSettings):
             parse_payload_keys(value.get_secret_value())
         except PayloadKeyError as err:
             # Not a ValueError: pydantic's message would quote the input, the keys.
+            raise InsecureSettings(str(err)) from None
+        return value
+
+    # --- Per-tenant integrations (/v1/integrations, herald/secretbox.py) ---
+    # Keys that encrypt integration credentials at rest, in HERALD_PAYLOAD_KEYS' form
+    # (the first encrypts, all decrypt). The development default is refused in production.
+    secrets_keys: SecretStr = SecretStr(DEVELOPMENT_SECRETS_KEYS)
+    # How long a worker keeps a tenant's integrations before reading them again: a change
+    # reaches sends within this.
+    integrations_cache_seconds: float = Field(default=3.0, gt=0, le=300)
+    # Integrations one tenant may have.
+    max_integrations: int = Field(default=50, ge=1)
+
+    @field_validator("secrets_keys")
+    @classmethod
+    def _secrets_keys_parse(cls, value: SecretStr) -> SecretStr:
+        try:
+            parse_payload_keys(value.get_secret_value(), "HERALD_SECRETS_KEYS")
+        except PayloadKeyError as err:
             raise InsecureSettings(str(err)) from None
         return value
 

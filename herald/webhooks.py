@@ -24,12 +24,14 @@ from standardwebhooks import Webhook
 from tenacity import RetryCallState
 
 from herald.backoff import jittered_delays
-from herald.contracts import Status
+from herald.contracts import Engagement, Status
 from herald.settings import Settings
 
 # Subscribing to this gets every status.
 ALL_EVENTS = "*"
-EVENT_NAMES = frozenset({ALL_EVENTS, *(status.value for status in Status)})
+EVENT_NAMES = frozenset(
+    {ALL_EVENTS, *(status.value for status in Status), *(kind.value for kind in Engagement)}
+)
 
 
 class UnsafeUrl(ValueError):

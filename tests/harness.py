@@ -104,6 +104,9 @@ def test_settings(run_id: str, temporal_address: str, sinks: Sinks, **overrides:
         "smtp_port": sinks.smtp_port,
         "sms_api_url": sinks.http_url,
         "push_api_url": sinks.http_url,
+        # The chat channel's fakes: Slack's API, and webhook URLs on the sink.
+        "chat_slack_api_url": f"{sinks.http_url}/slack",
+        "chat_webhook_origins": sinks.http_url,
         "retry_initial_interval_seconds": 0.3,
         "retry_backoff_coefficient": 2.0,
         "retry_maximum_interval_seconds": 2.0,
@@ -138,7 +141,7 @@ class Stack:
         self,
         settings: Settings,
         log_dir: Path,
-        queues: Iterable[str] = ("core", "email", "sms", "push"),
+        queues: Iterable[str] = ("core", "email", "sms", "push", "inapp", "chat"),
         bridge: bool = False,
         receipts: bool = True,
     ) -> None:

@@ -1,4 +1,4 @@
-"""``herald worker --queue core|email|sms|push``: one worker process for one task queue.
+"""``herald worker --queue core|email|sms|push|inapp|chat``: one worker process for one task queue.
 
 A channel's queue (``email``, ``sms``, ``push``) runs the notifications of that channel:
 ``NotificationWorkflow``, its local steps (prepare, status, the first provider attempt)
@@ -31,8 +31,16 @@ from activities.digests import DigestActivities
 from activities.failures import FailureActivities
 from activities.flows import FlowActivities
 from activities.prepare import PrepareActivities
-from activities.providers.channels import EmailActivities, PushActivities, SmsActivities
+from activities.providers.channels import (
+    ChatActivities,
+    EmailActivities,
+    InappActivities,
+    PushActivities,
+    SmsActivities,
+)
 from activities.providers.failover import ProviderChain, channel_providers
+from activities.providers.inapp import InboxChain
+from activities.providers.integrations import TenantChains
 from activities.providers.sendrate import SendRate
 from activities.recipients import RecipientActivities
 from activities.status import StatusActivities
@@ -54,7 +62,7 @@ from workflows.notification_v1 import NotificationWorkflowV1
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("core", "email", "sms", "push")
+QUEUES = ("core", "email", "sms", "push", "inapp", "chat")
 # After the grace period the SDK cancels what still runs and hands back every result.
 # With Temporal unreachable it retries each hand-back in turn (about ten seconds per
 # task), so a core worker holding many workflow tasks took minutes to stop. What was not
@@ -148,17 +156,24 @@ def channel_activity(
 ) -> tuple[ProviderChain, Any]:
     """The channel's providers (in failover order, each behind a circuit breaker) and
     its registered activity."""
+    if channel is Channel.inapp:  # stored in PostgreSQL: no provider to pace or fail over
+        inbox = InboxChain(engine)
+        return inbox, InappActivities(inbox, engine).send_inapp
     provider = channel_providers(channel, settings, http)
     per_second = channel_rate(channel, settings)
     rate = None
     if per_second is not None:
         key = f"herald:sendrate:{settings.task_queue_prefix}:{channel.value}"
         rate = SendRate(Gcra(settings.redis_url), key, per_second)
+    # Tenants with integrations of the channel send through those instead.
+    tenants = TenantChains(channel, provider, engine, settings, http)
     if channel is Channel.email:
-        return provider, EmailActivities(provider, engine, rate).send_email
+        return provider, EmailActivities(provider, engine, rate, tenants).send_email
     if channel is Channel.sms:
-        return provider, SmsActivities(provider, engine, rate).send_sms
-    return provider, PushActivities(provider, engine, rate).send_push
+        return provider, SmsActivities(provider, engine, rate, tenants).send_sms
+    if channel is Channel.chat:
+        return provider, ChatActivities(provider, engine, rate, tenants).send_chat
+    return provider, PushActivities(provider, engine, rate, tenants).send_push
 
 
 def grace_period(settings: Settings) -> timedelta:
@@ -188,7 +203,7 @@ def exit_hard_after(deadline: timedelta, queue: str) -> threading.Timer:
 
 def channel_rate(channel: Channel, settings: Settings) -> float | None:
     """The channel's sending rate limit, held across all its workers (``sendrate.py``)."""
-    rate: float | None = getattr(settings, f"{channel.value}_rate_per_second")
+    rate: float | None = getattr(settings, f"{channel.value}_rate_per_second", None)
     return rate
 
 

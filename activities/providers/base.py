@@ -39,6 +39,7 @@ from herald.metrics import ATTEMPTS, NOTIFICATIONS, PROVIDER_LATENCY
 
 if TYPE_CHECKING:  # the chain is built of this module's providers
     from activities.providers.failover import ProviderChain
+    from activities.providers.integrations import TenantChains
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,18 @@ class Provider(ABC):
     async def deliver(self, request: SendRequest) -> str:
         """Deliver one message and return the provider's message id."""
 
+    def serves(self, request: SendRequest) -> bool:
+        """Whether this provider can send to ``request``'s address at all (a chat
+        provider sends to its own service's addresses only)."""
+        return True
+
     async def close(self) -> None:  # noqa: B027 - most providers hold nothing of their own
         """Release connections held by the provider."""
+
+    async def check(self) -> tuple[bool, str]:
+        """Whether the provider accepts these credentials, asked without sending anything
+        to anyone (``POST /v1/integrations/{id}/check``): ``(ok, detail)``."""
+        return False, f"{self.name}: checking credentials is not supported for this provider"
 
 
 class ProviderActivity:
@@ -113,10 +124,13 @@ class ProviderActivity:
         provider: ProviderChain,
         engine: AsyncEngine | None,
         rate: SendRate | None = None,
+        tenants: TenantChains | None = None,
     ) -> None:
         self.provider = provider
         self._engine = engine
         self._rate = rate
+        # Tenants' own integrations (``integrations.py``); without, always ``provider``.
+        self._tenants = tenants
 
     async def send(self, request: SendRequest) -> SendResult:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure.
@@ -254,7 +268,10 @@ class ProviderActivity:
     async def _timed_deliver(self, request: SendRequest) -> Delivery:
         started = time.perf_counter()
         try:
-            return await self.provider.deliver_via(request)
+            chain = self.provider
+            if self._tenants is not None:
+                chain = await self._tenants.chain_for(request)
+            return await chain.deliver_via(request)
         finally:
             PROVIDER_LATENCY.labels(request.channel.value, self.provider.name).observe(
                 time.perf_counter() - started

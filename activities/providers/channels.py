@@ -1,4 +1,4 @@
-"""The three provider activities, each registered on its channel's task queue."""
+"""The provider activities, each registered on its channel's task queue."""
 
 from __future__ import annotations
 
@@ -26,10 +26,28 @@ class SmsActivities(ProviderActivity):
         return await self.send(request)
 
 
+class ChatActivities(ProviderActivity):
+    """Runs on the ``chat`` queue."""
+
+    @activity.defn(name="send_chat")
+    async def send_chat(self, request: SendRequest) -> SendResult:
+        """Send one chat message (Slack, Teams or Discord)."""
+        return await self.send(request)
+
+
 class PushActivities(ProviderActivity):
     """Runs on the ``push`` queue."""
 
     @activity.defn(name="send_push")
     async def send_push(self, request: SendRequest) -> SendResult:
         """Send one push notification."""
+        return await self.send(request)
+
+
+class InappActivities(ProviderActivity):
+    """Runs on the ``inapp`` queue."""
+
+    @activity.defn(name="send_inapp")
+    async def send_inapp(self, request: SendRequest) -> SendResult:
+        """Store one in-app message."""
         return await self.send(request)

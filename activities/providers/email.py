@@ -104,19 +104,35 @@ def _header(value: str, name: str) -> str:
     return value
 
 
+def message_headers(request: SendRequest, sender: str) -> dict[str, str]:
+    """The headers Herald adds to one notification's email beyond From/To/Subject/Date:
+    the ``Message-ID`` every attempt of the send shares, Herald's notification id, and
+    the message's own (``List-Unsubscribe`` and ``List-Unsubscribe-Post`` for
+    non-transactional mail). SMTP and the HTTP email APIs carry the same ones."""
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "herald.local"
+    headers = {
+        "Message-ID": f"<{request.idempotency_key}@{domain}>",
+        "X-Herald-Notification-Id": str(request.notification_id),
+    }
+    for name, value in request.message.headers.items():
+        headers[_header(name, "header name")] = _header(value, name)
+    return headers
+
+
+def plain_text(body_html: str) -> str:
+    """The plain-text alternative of an HTML body."""
+    return _plain_text(body_html)
+
+
 def build_message(request: SendRequest, sender: str) -> EmailMessage:
     """The MIME message for one notification (HTML with a plain-text alternative)."""
-    domain = parseaddr(sender)[1].rpartition("@")[2] or "herald.local"
     msg = EmailMessage(policy=_POLICY)
     msg["From"] = _header(sender, "From")
     msg["To"] = _header(request.address, "To")
     msg["Subject"] = _header(request.message.subject or "", "Subject")
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = f"<{request.idempotency_key}@{domain}>"
-    msg["X-Herald-Notification-Id"] = str(request.notification_id)
-    for name, value in request.message.headers.items():
-        # e.g. List-Unsubscribe and List-Unsubscribe-Post for non-transactional mail.
-        msg[_header(name, "header name")] = _header(value, name)
+    for name, value in message_headers(request, sender).items():
+        msg[name] = value
     msg.set_content(_plain_text(request.message.body))
     msg.add_alternative(request.message.body, subtype="html")
     # A random 128-bit boundary cannot occur in the parts by chance; without one, the
@@ -196,3 +212,17 @@ class SmtpProvider(Provider):
         """Close every kept-open connection."""
         while self._idle:
             self._idle.pop().close()
+
+    async def check(self) -> tuple[bool, str]:
+        """Connect, log in if configured, and quit: no message is sent."""
+        try:
+            client = await self._connect()
+        except aiosmtplib.SMTPException as err:
+            return False, f"{type(err).__name__}: {err}"
+        except (TimeoutError, OSError) as err:
+            return False, f"cannot reach {self._settings.smtp_host}: {type(err).__name__}"
+        try:
+            await client.quit()
+        except aiosmtplib.SMTPException:
+            client.close()
+        return True, f"{self._settings.smtp_host} accepted the connection and login"

@@ -14,15 +14,19 @@ under the notification's policy. Neither counts against the provider's breaker.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from activities.providers.attempts import refund_attempt, spend_attempt
 from activities.providers.base import CircuitOpenError, Delivery, Provider, ProviderError
+from activities.providers.chat import deployment_providers as chat_providers
 from activities.providers.email import SmtpProvider
 from activities.providers.push import FcmProvider
+from activities.providers.registry import provider_factory
 from activities.providers.sms import TwilioProvider
 from activities.providers.testmode import TEST_MODE
 from herald.breaker import CircuitBreaker
@@ -56,6 +60,8 @@ class ProviderChain:
         refused: ProviderError | None = None
         for route in self.routes:
             breaker = route.breaker
+            if not route.provider.serves(request):
+                continue
             if not breaker.allow():
                 retry_in.append(breaker.retry_in())
                 continue
@@ -90,7 +96,14 @@ class ProviderChain:
             return Delivery(provider=route.provider.name, message_id=message_id)
         if retry_in:
             raise self._unavailable(request, retry_in, str(refused) if refused else None)
-        assert refused is not None
+        if refused is None:  # no provider here sends to this kind of address
+            raise ProviderError(
+                f"no {request.channel.value} provider configured for this address "
+                f"({request.address.split(':', 1)[0][:40]})",
+                permanent=True,
+                provider_fault=False,
+                provider=self.name,
+            )
         raise refused
 
     def _unavailable(
@@ -117,7 +130,81 @@ def _provider(channel: Channel, settings: Settings, http: httpx.AsyncClient, nam
     return FcmProvider(settings, http, name=name)
 
 
+# The built-in providers as a tenant's integrations: their settings with the config's
+# values in place of the deployment's (API.md, "Providers and integrations").
+def _configured(settings: Settings, config: Mapping[str, str], fields: dict[str, str]) -> Settings:
+    update: dict[str, Any] = {}
+    for key, setting in fields.items():
+        value = config.get(key)
+        if value is None or value == "":
+            continue
+        current = Settings.model_fields[setting].annotation
+        if setting.endswith(("_password", "_token")):
+            update[setting] = SecretStr(value)
+        elif current is int:
+            update[setting] = int(value)
+        elif current is bool:
+            update[setting] = value.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            update[setting] = value
+    return settings.model_copy(update=update)
+
+
+@provider_factory(Channel.email, "smtp")
+def _smtp(
+    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
+) -> Provider:
+    if not config.get("host"):
+        raise ValueError("smtp config needs 'host'")
+    fields = {
+        "host": "smtp_host",
+        "port": "smtp_port",
+        "username": "smtp_username",
+        "password": "smtp_password",
+        "starttls": "smtp_starttls",
+        "from": "email_from",
+    }
+    # The tenant's relay, with none of the deployment's login.
+    own = settings.model_copy(update={"smtp_username": None, "smtp_password": None})
+    return SmtpProvider(_configured(own, config, fields), name=name)
+
+
+@provider_factory(Channel.sms, "twilio")
+def _twilio(
+    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
+) -> Provider:
+    fields = {
+        "account_sid": "sms_account_sid",
+        "auth_token": "sms_auth_token",
+        "from": "sms_from",
+        "base_url": "sms_api_url",
+    }
+    for key in ("account_sid", "auth_token", "from"):
+        if not config.get(key):
+            raise ValueError(f"twilio config needs {key!r}")
+    return TwilioProvider(_configured(settings, config, fields), http, name=name)
+
+
+@provider_factory(Channel.push, "fcm")
+def _fcm(
+    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
+) -> Provider:
+    if not config.get("project_id") or not config.get("token"):
+        raise ValueError("fcm config needs 'project_id' and 'token'")
+    fields = {"project_id": "push_project_id", "token": "push_token", "base_url": "push_api_url"}
+    return FcmProvider(_configured(settings, config, fields), http, name=name)
+
+
 _PRIMARY_NAMES = {Channel.email: "smtp", Channel.sms: "twilio", Channel.push: "fcm"}
+
+
+def _breaker(name: str, settings: Settings) -> CircuitBreaker:
+    return CircuitBreaker(
+        name,
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_seconds=settings.breaker_reset_seconds,
+        probe_wait_seconds=min(settings.provider_timeout_seconds, 5.0),
+    )
 
 
 def channel_providers(
@@ -125,6 +212,13 @@ def channel_providers(
 ) -> ProviderChain:
     """The channel's providers from settings (the primary, then the secondary if set),
     each with a circuit breaker of its own."""
+    if channel is Channel.chat:  # one provider per kind of address (chat.py)
+        return ProviderChain(
+            [
+                Route(provider=provider, breaker=_breaker(provider.name, settings))
+                for provider in chat_providers(settings, http)
+            ]
+        )
     primary = _PRIMARY_NAMES[channel]
     configured = [(primary, settings)]
     secondary = settings.secondary(channel.value)

@@ -62,13 +62,23 @@ class HttpProvider(Provider):
             raise ProviderError(f"{type(err).__name__}: {err}", permanent=False) from err
         if response.is_success:
             try:
-                return self.message_id(response.json())
+                return self.accepted(response)
             except (ValueError, KeyError, TypeError) as err:
                 raise ProviderError(
                     f"HTTP {response.status_code} with an unreadable body", permanent=False
                 ) from err
+        raise self.refusal(response)
+
+    def accepted(self, response: httpx.Response) -> str:
+        """The provider's message id from a successful answer (its JSON body unless the
+        provider says otherwise)."""
+        return self.message_id(response.json())
+
+    def refusal(self, response: httpx.Response) -> ProviderError:
+        """The failure an unsuccessful answer means; providers whose error codes say more
+        than the HTTP status refine it."""
         transient = response.status_code >= 500 or response.status_code in (408, 429)
-        raise ProviderError(
+        return ProviderError(
             f"HTTP {response.status_code}: {_error_text(response)}",
             permanent=not transient,
             retry_after=_retry_after(response) if transient else None,

@@ -8,10 +8,14 @@ its factory with ``@provider_factory(Channel.email, "sendgrid")``.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 
 import httpx
 
+import activities.providers
 from activities.providers.base import Provider
 from herald.contracts import Channel
 from herald.settings import Settings
@@ -34,8 +38,17 @@ def provider_factory(
     return register
 
 
+@functools.cache
+def load_providers() -> None:
+    """Import every module of ``activities.providers``, so each has registered its
+    factories."""
+    for module in pkgutil.iter_modules(activities.providers.__path__):
+        importlib.import_module(f"activities.providers.{module.name}")
+
+
 def known(channel: Channel) -> list[str]:
     """The providers ``channel`` can be configured with."""
+    load_providers()
     return sorted(name for ch, name in FACTORIES if ch is channel)
 
 
@@ -48,4 +61,5 @@ def build(
     name: str | None = None,
 ) -> Provider:
     """A ``provider`` for ``channel`` configured by ``config``; ``KeyError`` if unknown."""
+    load_providers()
     return FACTORIES[(channel, provider)](config, settings, http, name or provider)

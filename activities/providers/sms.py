@@ -18,10 +18,10 @@ class TwilioProvider(HttpProvider):
     def __init__(self, settings: Settings, client: httpx.AsyncClient, name: str = "twilio") -> None:
         super().__init__(client)
         self.name = name
-        self._url = (
-            f"{settings.sms_api_url.rstrip('/')}/2010-04-01/Accounts/"
-            f"{settings.sms_account_sid}/Messages.json"
+        self._account_url = (
+            f"{settings.sms_api_url.rstrip('/')}/2010-04-01/Accounts/{settings.sms_account_sid}"
         )
+        self._url = f"{self._account_url}/Messages.json"
         self.auth = httpx.BasicAuth(
             settings.sms_account_sid, settings.sms_auth_token.get_secret_value()
         )
@@ -50,3 +50,13 @@ class TwilioProvider(HttpProvider):
     def message_id(self, payload: Any) -> str:
         """Twilio's message ``sid``."""
         return str(payload["sid"])
+
+    async def check(self) -> tuple[bool, str]:
+        """``GET`` the account (Twilio's Accounts resource): nothing is sent."""
+        try:
+            response = await self._client.get(f"{self._account_url}.json", auth=self.auth)
+        except httpx.HTTPError as err:
+            return False, f"cannot reach Twilio: {type(err).__name__}"
+        if response.is_success:
+            return True, "Twilio accepted the account SID and auth token"
+        return False, f"Twilio answered HTTP {response.status_code}"

@@ -23,6 +23,7 @@ NAV: tuple[Section, ...] = (
     Section("API keys", "/keys"),
     Section("Health", "/health"),
     Section("Webhooks", "/webhooks"),
+    Section("Integrations", "/integrations"),
     Section("Topics", "/topics"),
     Section("Broadcasts", "/broadcasts"),
     Section("Flows", "/flows"),

@@ -16,6 +16,7 @@ from pydantic import (
 
 from herald.contracts import (
     Channel,
+    Engagement,
     NotificationRequest,
     Status,
     Text,
@@ -73,7 +74,8 @@ class NotificationPage(BaseModel):
 class EventOut(BaseModel):
     """One entry of the append-only log."""
 
-    status: Status
+    # A status transition, or what the user did with an in-app message.
+    status: Status | Engagement
     attempt: int
     at: datetime
     detail: str | None

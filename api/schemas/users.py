@@ -17,6 +17,7 @@ from pydantic import (
     model_serializer,
 )
 
+from herald import chat
 from herald.contracts import (
     E164,
     TRANSACTIONAL,
@@ -27,6 +28,7 @@ from herald.contracts import (
     Text,
     UserId,
 )
+from herald.settings import get_settings
 
 
 class Preferences(BaseModel):
@@ -37,6 +39,10 @@ class Preferences(BaseModel):
     email: bool = True
     sms: bool = True
     push: bool = True
+    # The in-app inbox; shown only when turned off (users looked this way before it).
+    inapp: bool = True
+    # Slack, Teams or Discord; shown only when turned off, like ``inapp``.
+    chat: bool = True
     # Per category and channel: ``{"marketing": {"email": false}}`` (unnamed: accepted).
     categories: dict[CategoryName, dict[Channel, bool]] = Field(default_factory=dict)
 
@@ -55,6 +61,10 @@ class Preferences(BaseModel):
         dumped = handler(self)
         if isinstance(dumped, dict) and not dumped.get("categories"):
             dumped.pop("categories", None)
+        if isinstance(dumped, dict) and dumped.get("inapp") is True:
+            dumped.pop("inapp", None)
+        if isinstance(dumped, dict) and dumped.get("chat") is True:
+            dumped.pop("chat", None)
         return dumped
 
 
@@ -65,6 +75,11 @@ class UserFields(BaseModel):
 
     email: EmailStr | None = None
     phone: str | None = Field(default=None, description="E.164, e.g. +447700900123")
+    chat: dict[str, str] | None = Field(
+        default=None,
+        description='One of {"slack": "<channel id>"}, {"teams": "<incoming webhook url>"}, '
+        '{"discord": "<webhook url>"}',
+    )
     locale: Locale | None = None
     timezone: str | None = None
     preferences: Preferences = Field(default_factory=Preferences)
@@ -78,6 +93,13 @@ class UserFields(BaseModel):
         if value is not None and not E164.match(value):
             raise ValueError("phone must be E.164: '+' then 7 to 15 digits, e.g. +447700900123")
         return value
+
+    @field_validator("chat")
+    @classmethod
+    def _chat(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        return chat.check_address(value, chat.origins(get_settings().chat_webhook_origins))
 
     @field_validator("timezone")
     @classmethod

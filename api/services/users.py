@@ -26,8 +26,8 @@ from herald.db import Device, User
 
 _USERS = User.__table__
 # What PUT replaces whether the body names it or not.
-_CONTACT = ("email", "phone", "locale", "timezone")
-_FLAGS = ("email", "sms", "push")
+_CONTACT = ("email", "phone", "chat", "locale", "timezone")
+_FLAGS = ("email", "sms", "push", "inapp", "chat")
 
 
 def _user_out(row: RowMapping) -> UserOut:
@@ -38,6 +38,7 @@ def _columns(fields: UserFields) -> dict[str, object]:
     return {
         "email": fields.email,
         "phone": fields.phone,
+        "chat": fields.chat,
         "locale": fields.locale,
         "timezone": fields.timezone,
         "preferences": fields.preferences.model_dump(mode="json"),

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.base import Provider, ProviderActivity, ProviderError
+from activities.providers.chat import deployment_providers
 from activities.providers.email import SmtpProvider
 from activities.providers.failover import ProviderChain, Route
 from activities.providers.push import FcmProvider
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.fast
 PROVIDER_TIMEOUT = 10.0
 # ... except in the timeout test, where the stand-in holds its answer past this one.
 SHORT_TIMEOUT = 0.05
+# In-app messages are stored in PostgreSQL, not sent to a provider (tests/inbox).
+PROVIDER_CHANNELS = [channel for channel in Channel if channel is not Channel.inapp]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +66,8 @@ def provider_for(channel: Channel, settings: Settings, http: httpx.AsyncClient) 
         return SmtpProvider(settings)
     if channel is Channel.sms:
         return TwilioProvider(settings, http)
+    if channel is Channel.chat:
+        return deployment_providers(settings, http)[0]  # Slack
     return FcmProvider(settings, http)
 
 
@@ -73,6 +78,7 @@ def request_to(channel: Channel, max_attempts: int = 3) -> SendRequest:
         Channel.email: f"{unique}@example.com",
         Channel.sms: f"+1555{int(unique, 16) % 10**7:07d}",
         Channel.push: f"tok-{unique}",
+        Channel.chat: f"slack:C{unique.upper()}",
     }[channel]
     return SendRequest(
         notification_id=uuid.uuid4(),
@@ -160,7 +166,7 @@ async def test_retry_after_of_a_transient_answer_sets_the_next_attempts_delay(
     assert error.next_retry_delay == (timedelta(seconds=7.5) if honoured else None)
 
 
-@pytest.mark.parametrize("channel", list(Channel))
+@pytest.mark.parametrize("channel", PROVIDER_CHANNELS)
 async def test_a_provider_slower_than_the_timeout_is_retried(
     sinks: Sinks, channel: Channel
 ) -> None:
@@ -174,7 +180,7 @@ async def test_a_provider_slower_than_the_timeout_is_retried(
     assert (error.non_retryable, error.type) == (False, "ProviderTransientError")
 
 
-@pytest.mark.parametrize("channel", list(Channel))
+@pytest.mark.parametrize("channel", PROVIDER_CHANNELS)
 async def test_a_refused_connection_is_retried(
     sinks: Sinks, http: httpx.AsyncClient, channel: Channel
 ) -> None:
@@ -184,6 +190,7 @@ async def test_a_refused_connection_is_retried(
         smtp_port=nobody,
         sms_api_url=f"http://127.0.0.1:{nobody}",
         push_api_url=f"http://127.0.0.1:{nobody}",
+        chat_slack_api_url=f"http://127.0.0.1:{nobody}/slack",
     )
 
     error = await failure_of(provider_for(channel, settings, http), request_to(channel))
@@ -191,7 +198,7 @@ async def test_a_refused_connection_is_retried(
     assert (error.non_retryable, error.type) == (False, "ProviderTransientError")
 
 
-@pytest.mark.parametrize("channel", list(Channel))
+@pytest.mark.parametrize("channel", PROVIDER_CHANNELS)
 async def test_a_transient_failure_of_the_last_attempt_is_final(
     sinks: Sinks, http: httpx.AsyncClient, channel: Channel
 ) -> None:

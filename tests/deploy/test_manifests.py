@@ -420,7 +420,7 @@ def _filled_secrets_env() -> str:
         name = re.match(r"(?:# )?(HERALD_\w+)=", line)
         if name is None:
             lines.append(line)
-        elif name[1] == "HERALD_PAYLOAD_KEYS":
+        elif name[1] in ("HERALD_PAYLOAD_KEYS", "HERALD_SECRETS_KEYS"):
             lines.append(f"{name[1]}={payload_key}")
         else:
             lines.append(f"{name[1]}=made-up-{name[1].lower()}")

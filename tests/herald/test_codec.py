@@ -154,6 +154,7 @@ def test_the_development_key_works_and_production_refuses_it() -> None:
         sms_auth_token="s",
         push_token="p",
         unsubscribe_secret="u",
+        secrets_keys=key_spec("k9"),
     )
     assert "HERALD_PAYLOAD_KEYS" not in repr(real)
     assert real.payload_keys.get_secret_value() not in repr(real)
@@ -167,6 +168,7 @@ def test_production_refuses_an_anonymous_codec_endpoint() -> None:
             sms_auth_token="s",
             push_token="p",
             unsubscribe_secret="u",
+            secrets_keys=key_spec("k9"),
             codec_allow_anonymous=True,
         )
 

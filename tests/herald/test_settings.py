@@ -139,6 +139,7 @@ def test_production_starts_once_every_secret_is_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("HERALD_PUSH_TOKEN", "real-push-token")
     monkeypatch.setenv("HERALD_UNSUBSCRIBE_SECRET", "real-unsubscribe-secret")
     monkeypatch.setenv("HERALD_PAYLOAD_KEYS", "k1:" + base64.b64encode(b"k" * 32).decode())
+    monkeypatch.setenv("HERALD_SECRETS_KEYS", "s1:" + base64.b64encode(b"s" * 32).decode())
     settings = Settings()
     assert settings.env == "production"
     assert settings.push_token.get_secret_value() == "real-push-token"
