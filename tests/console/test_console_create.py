@@ -169,7 +169,14 @@ async def test_a_template_user_and_topic_made_in_the_console_are_what_rest_reads
     assert user.headers["location"] == "/console/users/ada%40example?done=created"
     read = (await client.get("/v1/users/ada@example", headers=rest)).json()
     assert read["email"] == "ada@example.com"
-    assert read["preferences"] == {"email": True, "sms": False, "push": True}
+    # Every channel's box was on the form: the unticked ones are opt-outs.
+    assert read["preferences"] == {
+        "email": True,
+        "sms": False,
+        "push": True,
+        "inapp": False,
+        "chat": False,
+    }
     assert "User created." in (await client.get(user.headers["location"])).text
 
     topic = await client.post(
