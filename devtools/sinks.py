@@ -287,7 +287,11 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 self._answer(200, {"sid": account[1], "status": "active"})
             return
         if url.path != "/_sink/messages":
-            answer = self.server.messaging_apis.handle("GET", self.path, dict(self.headers), b"")
+            answer = self.server.email_apis.handle("GET", self.path, dict(self.headers), b"")
+            if answer is None:
+                answer = self.server.messaging_apis.handle(
+                    "GET", self.path, dict(self.headers), b""
+                )
             if answer is None:
                 self._answer(404, {"error": "not found"})
                 return

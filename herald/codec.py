@@ -11,8 +11,6 @@ passed through as it is: histories recorded before the codec still replay.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 from collections.abc import Mapping, Sequence
 
@@ -21,50 +19,21 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+# Re-exported: the key-list parsing lives in herald/keyring.py (no Temporal import).
+from herald.keyring import DEVELOPMENT_PAYLOAD_KEYS as DEVELOPMENT_PAYLOAD_KEYS
+from herald.keyring import DEVELOPMENT_SECRETS_KEYS as DEVELOPMENT_SECRETS_KEYS
+from herald.keyring import KEY_BYTES as KEY_BYTES
+from herald.keyring import NONCE_BYTES as NONCE_BYTES
+from herald.keyring import PayloadKeyError as PayloadKeyError
+from herald.keyring import parse_payload_keys as parse_payload_keys
+
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
-KEY_BYTES = 32  # AES-256
-NONCE_BYTES = 12  # GCM's standard nonce; random per payload
-
-# A key anyone can read in this file: it keeps development working out of the box, and
-# the production guard (herald/settings.py) refuses to start with it.
-DEVELOPMENT_PAYLOAD_KEYS = "dev:" + base64.b64encode(b"herald development payload key!!").decode()
-# The same for integration credentials at rest (``HERALD_SECRETS_KEYS``, herald/secretbox.py).
-DEVELOPMENT_SECRETS_KEYS = "dev:" + base64.b64encode(b"herald development secrets key!!").decode()
-
-
-class PayloadKeyError(Exception):
-    """``HERALD_PAYLOAD_KEYS`` is not a list of ``kid:base64-of-32-bytes``. (Not a
-    ValueError, whose pydantic message would quote the keys.)"""
 
 
 class PayloadDecryptionError(ValueError):
     """An encrypted payload that cannot be decrypted: an unknown key id, or its bytes were
     changed (the GCM tag does not match)."""
-
-
-def parse_payload_keys(spec: str, setting: str = "HERALD_PAYLOAD_KEYS") -> dict[str, bytes]:
-    """``kid1:base64key,kid2:base64key`` → ``{kid: key}`` in order (the first encrypts);
-    ``setting`` names the variable in errors (``HERALD_SECRETS_KEYS`` takes the same form)."""
-    keys: dict[str, bytes] = {}
-    for entry in spec.split(","):
-        kid, sep, encoded = entry.strip().partition(":")
-        kid = kid.strip()
-        if not sep or not kid:
-            raise PayloadKeyError(f"{setting} must be 'kid:base64key[,kid:base64key...]'")
-        if kid in keys:
-            raise PayloadKeyError(f"{setting} names key id {kid!r} twice")
-        try:
-            key = base64.b64decode(encoded.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            raise PayloadKeyError(f"{setting}: key {kid!r} is not valid base64") from None
-        if len(key) != KEY_BYTES:
-            raise PayloadKeyError(
-                f"{setting}: key {kid!r} is {len(key)} bytes; AES-256 needs "
-                f"{KEY_BYTES} (make one with: head -c 32 /dev/urandom | base64)"
-            )
-        keys[kid] = key
-    return keys
 
 
 class EncryptionCodec(PayloadCodec):

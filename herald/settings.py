@@ -8,7 +8,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from herald.codec import (
+from herald.keyring import (
     DEVELOPMENT_PAYLOAD_KEYS,
     DEVELOPMENT_SECRETS_KEYS,
     PayloadKeyError,

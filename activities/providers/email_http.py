@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import abstractmethod
 from collections.abc import Mapping
 from email.utils import parseaddr
 from typing import Any
@@ -72,9 +73,11 @@ def _is_transient(response: httpx.Response) -> bool:
 
 
 class _EmailApi(HttpProvider):
-    """What the four share: the sender, the base URL and the headers of the message."""
+    """What the four share: the sender, the base URL, the headers of the message and the
+    credentials check."""
 
     default_base_url: str
+    label: str
 
     def __init__(
         self,
@@ -96,12 +99,31 @@ class _EmailApi(HttpProvider):
         """The custom headers of one message (those SMTP sends too)."""
         return message_headers(request, self.sender)
 
+    @abstractmethod
+    def check_request(self) -> httpx.Request:
+        """A read-only request of the API that needs the same credentials as a send."""
+
+    async def check(self) -> tuple[bool, str]:
+        """Send ``check_request``: 2xx means the provider took the credentials; nothing
+        is sent to anyone."""
+        try:
+            response = await self._client.send(self.check_request(), auth=self.auth)
+        except httpx.HTTPError as err:
+            return False, f"{self.label} unreachable: {type(err).__name__}"
+        if response.is_success:
+            return True, f"{self.label} accepted the credentials"
+        detail = str(self.refusal(response))
+        if response.status_code in (401, 403):
+            return False, f"{self.label} refused the credentials: {detail}"
+        return False, f"{self.label} answered {detail}"
+
 
 class SendGridProvider(_EmailApi):
     """SendGrid v3 ``POST /v3/mail/send`` (Bearer API key, JSON); answers ``202`` with the
     message id in ``X-Message-Id``."""
 
     default_base_url = "https://api.sendgrid.com"
+    label = "sendgrid"
 
     def __init__(
         self, config: Mapping[str, str], settings: Settings, client: httpx.AsyncClient, name: str
@@ -130,6 +152,12 @@ class SendGridProvider(_EmailApi):
             f"{self._base}/v3/mail/send",
             json=body,
             headers={"Authorization": f"Bearer {self._api_key}"},
+        )
+
+    def check_request(self) -> httpx.Request:
+        """``GET /v3/scopes``: the scopes of the API key."""
+        return self._client.build_request(
+            "GET", f"{self._base}/v3/scopes", headers={"Authorization": f"Bearer {self._api_key}"}
         )
 
     def accepted(self, response: httpx.Response) -> str:
@@ -182,6 +210,7 @@ class MailgunProvider(_EmailApi):
     """Mailgun ``POST /v3/{domain}/messages`` (basic auth ``api:KEY``, form-encoded)."""
 
     default_base_url = "https://api.mailgun.net"
+    label = "mailgun"
 
     def __init__(
         self, config: Mapping[str, str], settings: Settings, client: httpx.AsyncClient, name: str
@@ -205,6 +234,10 @@ class MailgunProvider(_EmailApi):
         return self._client.build_request(
             "POST", f"{self._base}/v3/{self._domain}/messages", data=form
         )
+
+    def check_request(self) -> httpx.Request:
+        """``GET /v3/domains/{domain}``: the sending domain (404 if the key does not own it)."""
+        return self._client.build_request("GET", f"{self._base}/v3/domains/{self._domain}")
 
     def message_id(self, payload: Any) -> str:
         """Mailgun's ``id`` (``<...@domain>``)."""
@@ -231,6 +264,7 @@ class PostmarkProvider(_EmailApi):
     """Postmark ``POST /email`` (``X-Postmark-Server-Token``, JSON)."""
 
     default_base_url = "https://api.postmarkapp.com"
+    label = "postmark"
 
     def __init__(
         self, config: Mapping[str, str], settings: Settings, client: httpx.AsyncClient, name: str
@@ -256,6 +290,14 @@ class PostmarkProvider(_EmailApi):
             "POST",
             f"{self._base}/email",
             json=body,
+            headers={"Accept": "application/json", "X-Postmark-Server-Token": self._token},
+        )
+
+    def check_request(self) -> httpx.Request:
+        """``GET /server``: the server the token belongs to."""
+        return self._client.build_request(
+            "GET",
+            f"{self._base}/server",
             headers={"Accept": "application/json", "X-Postmark-Server-Token": self._token},
         )
 
@@ -299,6 +341,8 @@ class SesProvider(_EmailApi):
     """Amazon SES v2 ``SendEmail`` (``POST /v2/email/outbound-emails``, JSON), signed
     with botocore's SigV4 signer."""
 
+    label = "ses"
+
     def __init__(
         self, config: Mapping[str, str], settings: Settings, client: httpx.AsyncClient, name: str
     ) -> None:
@@ -332,14 +376,19 @@ class SesProvider(_EmailApi):
                 {"Name": name, "Value": value} for name, value in herald_args(request).items()
             ],
         }
-        url = f"{self._base}/v2/email/outbound-emails"
-        payload = json.dumps(body).encode()
-        signed = AWSRequest(
-            method="POST", url=url, data=payload, headers={"Content-Type": "application/json"}
-        )
+        return self._signed("POST", "/v2/email/outbound-emails", json.dumps(body).encode())
+
+    def check_request(self) -> httpx.Request:
+        """``GetAccount`` (``GET /v2/email/account``): the account's sending status."""
+        return self._signed("GET", "/v2/email/account")
+
+    def _signed(self, method: str, path: str, payload: bytes | None = None) -> httpx.Request:
+        url = f"{self._base}{path}"
+        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        signed = AWSRequest(method=method, url=url, data=payload, headers=headers)
         SigV4Auth(self._credentials, "ses", self._region).add_auth(signed)
         return self._client.build_request(
-            "POST", url, content=payload, headers=dict(signed.headers.items())
+            method, url, content=payload, headers=dict(signed.headers.items())
         )
 
     def message_id(self, payload: Any) -> str:

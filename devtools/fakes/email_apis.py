@@ -1,4 +1,6 @@
-"""Fakes of the SendGrid, Mailgun, Postmark and Amazon SES v2 send APIs.
+"""Fakes of the SendGrid, Mailgun, Postmark and Amazon SES v2 send APIs (and the
+read-only endpoint of each that checks credentials: SendGrid ``GET /v3/scopes``, Mailgun
+``GET /v3/domains/{domain}``, Postmark ``GET /server``, SES ``GET /v2/email/account``).
 
 Each speaks its API as documented and refuses what the real one refuses: missing or
 wrong credentials (401/403, an SES request whose SigV4 signature botocore does not
@@ -218,15 +220,17 @@ class EmailApiFakes:
         return _json(status, {"errors": [{"message": message, "field": field, "help": None}]})
 
     def _sendgrid(self, call: _Call) -> Answer:
-        if call.path != "/v3/mail/send":
+        if call.path not in ("/v3/mail/send", "/v3/scopes"):
             return self._sendgrid_error(404, "resource not found")
-        if call.method != "POST":
+        if call.method != ("GET" if call.path == "/v3/scopes" else "POST"):
             return self._sendgrid_error(405, "method not allowed")
         auth = call.headers.get("authorization", "")
         if auth != f"Bearer {self.credentials.sendgrid_api_key}":
             return self._sendgrid_error(
                 401, "The provided authorization grant is invalid, expired, or revoked"
             )
+        if call.path == "/v3/scopes":
+            return _json(200, {"scopes": ["mail.send", "scopes.read"]})
         if call.content_type() != "application/json":
             return self._sendgrid_error(415, "Content-Type should be application/json.")
         try:
@@ -265,16 +269,28 @@ class EmailApiFakes:
     # --- Mailgun messages ---------------------------------------------------------
 
     def _mailgun(self, call: _Call) -> Answer:
-        match = re.fullmatch(r"/v3/([^/]+)/messages", call.path)
+        match = re.fullmatch(r"/v3/([^/]+)/messages", call.path) or re.fullmatch(
+            r"/v3/domains/([^/]+)", call.path
+        )
         if match is None:
             return _json(404, {"message": "Not Found"})
-        if call.method != "POST":
+        reading = call.path.startswith("/v3/domains/")
+        if call.method != ("GET" if reading else "POST"):
             return _json(405, {"message": "Method Not Allowed"})
         expected = base64.b64encode(f"api:{self.credentials.mailgun_api_key}".encode()).decode()
         if call.headers.get("authorization") != f"Basic {expected}":
             return Answer(401, b"Forbidden", {"Content-Type": "text/plain"})
         if match.group(1) != self.credentials.mailgun_domain:
             return _json(404, {"message": f"Domain not found: {match.group(1)}"})
+        if reading:
+            return _json(
+                200,
+                {
+                    "domain": {"name": match.group(1), "state": "active", "type": "custom"},
+                    "receiving_dns_records": [],
+                    "sending_dns_records": [],
+                },
+            )
         if call.content_type() != "application/x-www-form-urlencoded":
             # multipart/form-data is accepted by Mailgun too; Herald sends url-encoded.
             return _json(400, {"message": "Bad Request"})
@@ -317,9 +333,9 @@ class EmailApiFakes:
     # --- Postmark email -----------------------------------------------------------
 
     def _postmark(self, call: _Call) -> Answer:
-        if call.path != "/email":
+        if call.path not in ("/email", "/server"):
             return _json(404, {"ErrorCode": 404, "Message": "Not found"})
-        if call.method != "POST":
+        if call.method != ("GET" if call.path == "/server" else "POST"):
             return _json(405, {"ErrorCode": 405, "Message": "Method not allowed"})
         token = call.headers.get("x-postmark-server-token")
         if not token:
@@ -341,6 +357,8 @@ class EmailApiFakes:
                     "request header was invalid.",
                 },
             )
+        if call.path == "/server":
+            return _json(200, {"ID": 1, "Name": "Herald", "DeliveryType": "Live"})
         if call.content_type() != "application/json":
             return _json(415, {"ErrorCode": 415, "Message": "Unsupported Media Type"})
         try:
@@ -399,13 +417,25 @@ class EmailApiFakes:
         return _json(status, {"message": message}, headers)
 
     def _ses(self, call: _Call) -> Answer:
-        if call.path != "/v2/email/outbound-emails":
+        operation = {"/v2/email/outbound-emails": "POST", "/v2/email/account": "GET"}
+        if call.path not in operation:
             return self._ses_error(404, "UnknownOperationException", "Unknown operation")
-        if call.method != "POST":
+        if call.method != operation[call.path]:
             return self._ses_error(405, "UnknownOperationException", "Method not allowed")
         refused = self._sigv4_refusal(call)
         if refused is not None:
             return refused
+        if call.path == "/v2/email/account":
+            return _json(
+                200,
+                {
+                    "DedicatedIpAutoWarmupEnabled": False,
+                    "EnforcementStatus": "HEALTHY",
+                    "ProductionAccessEnabled": True,
+                    "SendingEnabled": True,
+                    "SendQuota": {"Max24HourSend": 50000.0, "MaxSendRate": 14.0},
+                },
+            )
         if call.content_type() != "application/json":
             return self._ses_error(415, "UnsupportedMediaTypeException", "Unsupported Media Type")
         try:

@@ -205,10 +205,9 @@ class MessagingApiFakes:
         for name in ("api_key", "api_secret"):
             if not fields.get(name):
                 return refused("2", f"Missing {name}")
-        creds = self.credentials
         if (fields["api_key"], fields["api_secret"]) != (
-            creds.vonage_api_key,
-            creds.vonage_api_secret,
+            self.credentials.vonage_api_key,
+            self.credentials.vonage_api_secret,
         ):
             return refused("4", "Bad Credentials")
         for name in ("from", "to", "text"):

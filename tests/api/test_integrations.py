@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from devtools.fakes.email_apis import FakeCredentials
 from devtools.sinks import Sinks
 from herald.db import make_engine
 from herald.ports import free_port
@@ -333,3 +334,33 @@ async def test_a_twilio_check_reads_the_account_and_sends_nothing(
     refused = (await client.post(f"/v1/integrations/{bad['id']}/check")).json()
     assert refused == {"ok": False, "detail": "Twilio answered HTTP 401"}
     assert sinks.state.received("sms") == []
+
+
+@pytest.mark.parametrize("provider", ["sendgrid", "mailgun", "postmark", "ses"])
+async def test_an_email_api_check_reads_the_account_and_sends_nothing(
+    client: httpx.AsyncClient, sinks: Sinks, provider: str
+) -> None:
+    wrong = {
+        "sendgrid": {"api_key": SECRET},
+        "mailgun": {"api_key": SECRET},
+        "postmark": {"server_token": SECRET},
+        "ses": {"secret_access_key": SECRET},
+    }[provider]
+    config = FakeCredentials().config(provider, sinks.http_url) | {"from": "ops@example.org"}
+    before = sinks.state.received("email")
+
+    async def check(config: dict[str, str]) -> dict[str, Any]:
+        made = await client.post(
+            "/v1/integrations", json={"channel": "email", "provider": provider, "config": config}
+        )
+        assert made.status_code == 201, made.text
+        answer = await client.post(f"/v1/integrations/{made.json()['id']}/check")
+        assert answer.status_code == 200, answer.text
+        return dict(answer.json())
+
+    assert await check(config) == {"ok": True, "detail": f"{provider} accepted the credentials"}
+    refused = await check(config | wrong)
+    assert refused["ok"] is False
+    assert refused["detail"].startswith(f"{provider} refused the credentials: HTTP 40")
+    assert SECRET not in refused["detail"]
+    assert sinks.state.received("email") == before

@@ -246,7 +246,7 @@ async def test_refusals_read_as_over_rest_and_show_next_to_their_field(
     assert "email template needs a subject" in await refused(
         "/console/templates", "subject", **template | {"subject": ""}
     )
-    assert "'email', 'sms' or 'push'" in await refused(
+    assert "'email', 'sms', 'push', 'chat' or 'inapp'" in await refused(
         "/console/templates", "channel", **template | {"channel": "pigeon"}
     )
 
