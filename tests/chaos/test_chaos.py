@@ -30,7 +30,7 @@ def test_no_notification_is_lost_or_sent_twice_under_chaos(tmp_path: Path) -> No
     assert summary["deliveries_match"], summary
     assert summary["unexplained_duplicates"] == 0 and summary["unknown_keys"] == 0
     assert all(count >= config.kills_per_process for count in summary["kills"].values())
-    # Every Herald process type: API, bridge, the four workers, bounces and webhooks.
-    assert len(summary["kills"]) == 8
+    # Every Herald process type: API, bridge, the six workers, bounces and webhooks.
+    assert len(summary["kills"]) == 10
     assert summary["restarts"] == {"rabbitmq": 1, "temporal": 1}
     assert passed(summary)

@@ -73,7 +73,7 @@ def test_dev_runs_everything_and_sends_an_email(tmp_path: Path) -> None:
         wait_http(f"http://127.0.0.1:{ui}")  # the Temporal Web UI answers
         # Every metrics port the banner names answers: one per process but the API.
         first, last = map(int, re.findall(r":(\d+)-(\d+)/metrics", printed)[0])
-        assert last - first + 1 == 7  # bridge, 4 workers, bounces, webhooks
+        assert last - first + 1 == 9  # bridge, 6 workers, bounces, webhooks
         for port in range(first, last + 1):
             wait_http(f"http://127.0.0.1:{port}/metrics")
 
