@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 
@@ -58,16 +59,27 @@ async def record_engagement(engine: AsyncEngine, change: Change, kind: Engagemen
 
 async def engaged(engine: AsyncEngine, temporal: Client | None, changes: list[Change]) -> None:
     """Tell the log, the webhooks, the notification's workflow and its flow run what the
-    user did (after the inbox change is committed)."""
+    user did (after the inbox change is committed). A message whose notification is gone
+    (its user was erased) changes in the inbox alone: the action already stands."""
     for change in changes:
-        if change.first_seen:
-            await _delivered(engine, temporal, change)
-            await record_engagement(engine, change, Engagement.seen)
-        if change.first_read and await record_engagement(engine, change, Engagement.read):
-            if temporal is not None:
-                await tell_flow_run(temporal, engine, change.notification_id, "read")
-        if change.archived:
-            await record_engagement(engine, change, Engagement.archived)
+        try:
+            await _engaged(engine, temporal, change)
+        except IntegrityError:
+            log.warning(
+                "engagement not logged: the notification is gone",
+                extra={"notification_id": str(change.notification_id)},
+            )
+
+
+async def _engaged(engine: AsyncEngine, temporal: Client | None, change: Change) -> None:
+    if change.first_seen:
+        await _delivered(engine, temporal, change)
+        await record_engagement(engine, change, Engagement.seen)
+    if change.first_read and await record_engagement(engine, change, Engagement.read):
+        if temporal is not None:
+            await tell_flow_run(temporal, engine, change.notification_id, "read")
+    if change.archived:
+        await record_engagement(engine, change, Engagement.archived)
 
 
 async def _delivered(engine: AsyncEngine, temporal: Client | None, change: Change) -> None:
