@@ -201,7 +201,7 @@ async def test_counts_stay_exact_under_concurrent_creates_and_reads(
     page = await landed(inbox, 20)
     ids = [item["id"] for item in page["items"]]
     owner = await tenant_id(stack, tenant)
-    engine = make_engine(stack.settings, pool_size=20)
+    engine = make_engine(stack.settings, pool_size=5)
 
     async def create(n: int) -> None:
         async with engine.begin() as conn:

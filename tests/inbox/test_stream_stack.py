@@ -30,7 +30,7 @@ class Inbox:
     the feed routes do (``herald.inbox.store``)."""
 
     def __init__(self, stack: Stack, tenant: Tenant, tenant_id: uuid.UUID) -> None:
-        self.engine = make_engine(stack.settings, pool_size=20)
+        self.engine = make_engine(stack.settings, pool_size=5)
         self.tenant = tenant
         self.tenant_id = tenant_id
 
