@@ -107,19 +107,11 @@ class _Call:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-class EmailApiFakes:
-    """The four fakes, sharing a sink's state (rules and received messages)."""
+class ApiFakes:
+    """Fakes of HTTP APIs served under one mount each (``/sendgrid``, ``/slack``…):
+    ``_routes`` maps a mount to the handler of the calls under it."""
 
-    def __init__(self, state: SinkState, credentials: FakeCredentials | None = None) -> None:
-        self.state = state
-        self.credentials = credentials or FakeCredentials()
-        self.outages: dict[str, tuple[int, Rule]] = {}
-        self._routes: dict[str, Callable[[_Call], Answer]] = {
-            "/sendgrid": self._sendgrid,
-            "/mailgun": self._mailgun,
-            "/postmark": self._postmark,
-            "/ses": self._ses,
-        }
+    _routes: dict[str, Callable[[_Call], Answer]]
 
     def handle(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes
@@ -148,6 +140,21 @@ class EmailApiFakes:
             return httpx.Response(found.status, content=found.body, headers=found.headers)
 
         return httpx.MockTransport(answer)
+
+
+class EmailApiFakes(ApiFakes):
+    """The four fakes, sharing a sink's state (rules and received messages)."""
+
+    def __init__(self, state: SinkState, credentials: FakeCredentials | None = None) -> None:
+        self.state = state
+        self.credentials = credentials or FakeCredentials()
+        self.outages: dict[str, tuple[int, Rule]] = {}
+        self._routes: dict[str, Callable[[_Call], Answer]] = {
+            "/sendgrid": self._sendgrid,
+            "/mailgun": self._mailgun,
+            "/postmark": self._postmark,
+            "/ses": self._ses,
+        }
 
     # --- shared -------------------------------------------------------------------
 

@@ -23,14 +23,14 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from devtools.fakes.email_apis import Answer, _Call, _json
+from devtools.fakes.email_apis import Answer, ApiFakes, _Call, _json
 from herald.receipts_vonage import DEVELOPMENT_SIGNATURE_SECRET, sign
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class FakeCredentials:
         return configs[provider] | {"base_url": f"{base_url.rstrip('/')}/{provider}"}
 
 
-class MessagingApiFakes:
+class MessagingApiFakes(ApiFakes):
     """The five fakes, sharing a sink's state (rules and received messages)."""
 
     def __init__(self, state: SinkState, credentials: FakeCredentials | None = None) -> None:
@@ -80,33 +80,6 @@ class MessagingApiFakes:
             "/teams": self._teams,
             "/discord": self._discord,
         }
-
-    def handle(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
-    ) -> Answer | None:
-        """The answer to a request under one of ``MOUNTS``; None for any other path."""
-        parts = urlsplit(url)
-        mount = "/" + parts.path.lstrip("/").split("/", 1)[0]
-        route = self._routes.get(mount)
-        if route is None:
-            return None
-        lowered = {name.lower(): value for name, value in headers.items()}
-        full = url if parts.scheme else f"http://{lowered.get('host', 'localhost')}{url}"
-        call = _Call(method.upper(), parts.path[len(mount) :] or "/", lowered, body, full)
-        return route(call)
-
-    def transport(self) -> httpx.MockTransport:
-        """An ``httpx`` transport answering as the fakes do (404 off their mounts)."""
-
-        def answer(request: httpx.Request) -> httpx.Response:
-            found = self.handle(
-                request.method, str(request.url), dict(request.headers), request.read()
-            )
-            if found is None:
-                return httpx.Response(404, json={"error": "no such fake"})
-            return httpx.Response(found.status, content=found.body, headers=found.headers)
-
-        return httpx.MockTransport(answer)
 
     # --- shared -------------------------------------------------------------------
 
