@@ -14,6 +14,7 @@ from devtools.sinks import Sinks
 from herald.migrate import drop_database, ensure_database, upgrade
 from herald.ports import free_port
 from herald.settings import Settings
+from tests import shards
 from tests.bridge.support import FAST_RETRY, bridge_process, wait_consumers
 from tests.harness import (
     Stack,
@@ -23,6 +24,23 @@ from tests.harness import (
     rabbitmq_vhost,
     test_settings,
 )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep only this session's part of the suite when ``scripts/test`` split it
+    (``tests/shards.py``)."""
+    part = shards.selected()
+    if part is None:
+        return
+    root = config.rootpath
+    kept, dropped = [], []
+    for item in items:
+        path = item.path.relative_to(root).as_posix()
+        fast = item.get_closest_marker("fast") is not None
+        (kept if shards.part_of(path, fast) == part else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

@@ -177,13 +177,9 @@
       const id = item.dataset.id;
       const action = button.dataset.action;
       if (action === "archive") {
-        const next = item.nextElementSibling || item.previousElementSibling;
-        const focusId = next && next.dataset.id;
         await this.call("POST", `/v1/inbox/messages/${encodeURIComponent(id)}/archive`).catch(() => {});
         this.messages.delete(id);
-        this.render();
-        const target = focusId && this.list.querySelector(`li[data-id="${CSS.escape(focusId)}"] .open`);
-        (target || this.heading).focus();
+        this.render(); // focus moves to the next message (render)
         return;
       }
       const m = this.messages.get(id);
@@ -195,13 +191,18 @@
 
     render() {
       const focused = this.shadowRoot.activeElement;
-      const focusKey = focused && focused.closest("li") ? [focused.closest("li").dataset.id, focused.dataset.action] : null;
+      const row = focused && focused.closest("li");
+      // Where focus goes if its message leaves (archived here or from another tab): the
+      // next message, else the one before, else the heading; never nowhere.
+      const near = row ? [row.nextElementSibling, row.previousElementSibling].filter(Boolean).map((li) => li.dataset.id) : [];
       const items = [...this.messages.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
       this.list.replaceChildren(...items.map((m) => this.item(m)));
       this.empty.hidden = items.length > 0;
-      if (focusKey) {
-        const again = this.list.querySelector(`li[data-id="${CSS.escape(focusKey[0])}"] [data-action="${focusKey[1]}"]`);
-        if (again) again.focus();
+      if (row) {
+        const find = (id, selector) => this.list.querySelector(`li[data-id="${CSS.escape(id)}"] ${selector}`);
+        const again = find(row.dataset.id, `[data-action="${focused.dataset.action}"]`)
+          || near.map((id) => find(id, ".open")).find(Boolean);
+        (again || this.heading).focus();
       }
     }
 
