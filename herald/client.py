@@ -235,6 +235,12 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
 
+    def build(self, http: httpx.Client | httpx.AsyncClient) -> httpx.Request:
+        """The request, on ``http``'s base URL and headers; either client sends it."""
+        return http.build_request(
+            self.method, self.path, json=self.json, params=self.params, headers=self.headers
+        )
+
     def read(self, response: httpx.Response) -> T:
         """The typed answer, or the error the status stands for."""
         if response.status_code >= 400:
@@ -493,10 +499,7 @@ class HeraldClient:
         """Send ``call``, retrying ``429``/``503`` as the policy says."""
         for attempt in Retrying(sleep=self._sleep, **self.retry.tenacity_args()):
             with attempt:
-                response = self.http.request(
-                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
-                )
-                return call.read(response)
+                return call.read(self.http.send(call.build(self.http)))
         raise AssertionError("unreachable")  # tenacity re-raises the last error
 
     # Notifications.
@@ -672,10 +675,7 @@ class AsyncHeraldClient:
         """Send ``call``, retrying ``429``/``503`` as the policy says."""
         async for attempt in AsyncRetrying(sleep=self._sleep, **self.retry.tenacity_args()):
             with attempt:
-                response = await self.http.request(
-                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
-                )
-                return call.read(response)
+                return call.read(await self.http.send(call.build(self.http)))
         raise AssertionError("unreachable")  # tenacity re-raises the last error
 
     # Notifications.

@@ -416,29 +416,7 @@ def _ses_error_type(response: httpx.Response) -> str:
     return kind.split(":", 1)[0].rsplit("#", 1)[-1] or f"HTTP{response.status_code}"
 
 
-@provider_factory(Channel.email, "sendgrid")
-def _sendgrid(
-    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
-) -> SendGridProvider:
-    return SendGridProvider(config, settings, http, name)
-
-
-@provider_factory(Channel.email, "mailgun")
-def _mailgun(
-    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
-) -> MailgunProvider:
-    return MailgunProvider(config, settings, http, name)
-
-
-@provider_factory(Channel.email, "postmark")
-def _postmark(
-    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
-) -> PostmarkProvider:
-    return PostmarkProvider(config, settings, http, name)
-
-
-@provider_factory(Channel.email, "ses")
-def _ses(
-    config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
-) -> SesProvider:
-    return SesProvider(config, settings, http, name)
+# Each is built from a factory's own arguments (config, settings, client, name), so the
+# class itself is the factory, registered under its label.
+for _api in (SendGridProvider, MailgunProvider, PostmarkProvider, SesProvider):
+    provider_factory(Channel.email, _api.label)(_api)

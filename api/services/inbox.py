@@ -11,6 +11,7 @@ import uuid
 from typing import Literal
 
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from api.backends import Backends
 from api.errors import not_found
@@ -45,6 +46,21 @@ def _mine(user: InboxUser) -> list[ColumnElement[bool]]:
         InboxMessage.user_id == user.user_id,
         InboxMessage.test == user.test,
     ]
+
+
+async def _apply(
+    conn: AsyncConnection, user: InboxUser, action: store.Action, ids: list[uuid.UUID] | None
+) -> list[store.Change]:
+    """``action`` on the user's messages ``ids`` (None: all of them), in ``conn``'s
+    transaction; the changes it made."""
+    return await store.apply(
+        conn, tenant=user.tenant, user_id=user.user_id, action=action, ids=ids, test=user.test
+    )
+
+
+async def _counts(conn: AsyncConnection, user: InboxUser) -> Counts:
+    """The user's unseen, unread and total messages."""
+    return Counts(**await store.counts(conn, user.tenant, user.user_id, test=user.test))
 
 
 async def issue_token(
@@ -95,13 +111,13 @@ async def list_messages(
     query = query.order_by(InboxMessage.created_at.desc(), InboxMessage.id).limit(limit + 1)
     async with backends.engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
-        counts = await store.counts(conn, user.tenant, user.user_id, test=user.test)
+        counts = await _counts(conn, user)
     items = [MessageOut.model_validate(dict(row)) for row in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = items[-1]
         next_cursor = encode_cursor(last.created_at, last.id)
-    return MessagePage(items=items, next_cursor=next_cursor, counts=Counts(**counts))
+    return MessagePage(items=items, next_cursor=next_cursor, counts=counts)
 
 
 async def act(
@@ -109,21 +125,14 @@ async def act(
 ) -> MessageChanged:
     """One action on one of the user's messages (404 for anyone else's); idempotent."""
     async with backends.engine.begin() as conn:
-        changes = await store.apply(
-            conn,
-            tenant=user.tenant,
-            user_id=user.user_id,
-            action=action,
-            ids=[message_id],
-            test=user.test,
-        )
+        changes = await _apply(conn, user, action, [message_id])
         mine = select(*_COLUMNS).where(*_mine(user), InboxMessage.id == message_id)
         row = (await conn.execute(mine)).mappings().first()
         if row is None:
             raise not_found(f"message {message_id}")
-        counts = await store.counts(conn, user.tenant, user.user_id, test=user.test)
+        counts = await _counts(conn, user)
     await engaged(backends.engine, backends.temporal, changes)
-    return MessageChanged(message=MessageOut.model_validate(dict(row)), counts=Counts(**counts))
+    return MessageChanged(message=MessageOut.model_validate(dict(row)), counts=counts)
 
 
 async def bulk(
@@ -132,14 +141,7 @@ async def bulk(
     """An action on the messages ``ids`` that are the user's (others are ignored), or on
     all of them."""
     async with backends.engine.begin() as conn:
-        changes = await store.apply(
-            conn,
-            tenant=user.tenant,
-            user_id=user.user_id,
-            action=action,
-            ids=sorted(set(ids)) if ids is not None else None,
-            test=user.test,
-        )
-        counts = await store.counts(conn, user.tenant, user.user_id, test=user.test)
+        changes = await _apply(conn, user, action, sorted(set(ids)) if ids is not None else None)
+        counts = await _counts(conn, user)
     await engaged(backends.engine, backends.temporal, changes)
-    return BulkOut(changed=len(changes), counts=Counts(**counts))
+    return BulkOut(changed=len(changes), counts=counts)

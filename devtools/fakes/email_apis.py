@@ -109,8 +109,10 @@ class _Call:
 
 class ApiFakes:
     """Fakes of HTTP APIs served under one mount each (``/sendgrid``, ``/slack``…):
-    ``_routes`` maps a mount to the handler of the calls under it."""
+    ``_routes`` maps a mount to the handler of the calls under it. The fakes share a
+    sink's ``state``: its rules decide their refusals, and it records what they accept."""
 
+    state: SinkState
     _routes: dict[str, Callable[[_Call], Answer]]
 
     def handle(
@@ -141,6 +143,60 @@ class ApiFakes:
 
         return httpx.MockTransport(answer)
 
+    def _decide(self, channel: str, recipient: str, key: str | None) -> tuple[Any, Rule | None]:
+        """The sink's failure for one message (None: accept it) and the rule that chose
+        it, after the delay the rule asks for."""
+        failure, rule = self.state.decide(recipient, channel, key, time.time())
+        if rule is not None and rule.delay:
+            time.sleep(rule.delay)
+        return failure, rule
+
+    @staticmethod
+    def _status(failure: Any) -> int:
+        """The HTTP status a rule's failure stands for (``transient`` is a 503)."""
+        return 503 if failure == "transient" else int(failure)
+
+    @staticmethod
+    def _retry_after(rule: Rule | None) -> dict[str, str]:
+        if rule is not None and rule.retry_after is not None:
+            return {"Retry-After": str(int(rule.retry_after))}
+        return {}
+
+    def _record(
+        self,
+        channel: str,
+        provider: str,
+        call: _Call,
+        parsed: Any,
+        *,
+        to: str,
+        body: str,
+        key: str | None,
+        message_id: str,
+        subject: str | None = None,
+    ) -> None:
+        """Record an accepted message; ``raw`` keeps the request as it arrived."""
+        from devtools.sinks import Received  # the sink module serves these fakes
+
+        self.state.record(
+            Received(
+                channel=channel,
+                to=to,
+                subject=subject,
+                body=body,
+                idempotency_key=key,
+                message_id=message_id,
+                raw={
+                    "provider": provider,
+                    "method": call.method,
+                    "path": call.path,
+                    "query": urlsplit(call.url).query,
+                    "headers": call.headers,
+                    "body": parsed,
+                },
+            )
+        )
+
 
 class EmailApiFakes(ApiFakes):
     """The four fakes, sharing a sink's state (rules and received messages)."""
@@ -169,56 +225,18 @@ class EmailApiFakes(ApiFakes):
         """End ``fail``."""
         self.outages.pop(provider, None)
 
-    def _decide(
+    def _outcome(
         self, provider: str, recipient: str, key: str | None
     ) -> tuple[int | None, Rule | None]:
+        """The status a send through ``provider`` fails with (None: accept it), an outage
+        first, and the rule that chose it."""
         outage = self.outages.get(provider)
         if outage is not None:
             return outage
-        failure, rule = self.state.decide(recipient, "email", key, time.time())
-        if rule is not None and rule.delay:
-            time.sleep(rule.delay)
+        failure, rule = self._decide("email", recipient, key)
         if failure is None:
             return None, rule
-        return (503 if failure == "transient" else int(failure)), rule
-
-    @staticmethod
-    def _retry_after(rule: Rule | None) -> dict[str, str]:
-        if rule is not None and rule.retry_after is not None:
-            return {"Retry-After": str(int(rule.retry_after))}
-        return {}
-
-    def _record(
-        self,
-        provider: str,
-        call: _Call,
-        parsed: Any,
-        *,
-        to: str,
-        subject: str,
-        body: str,
-        key: str | None,
-        message_id: str,
-    ) -> None:
-        from devtools.sinks import Received  # the sink module serves these fakes
-
-        self.state.record(
-            Received(
-                channel="email",
-                to=to,
-                subject=subject,
-                body=body,
-                idempotency_key=key,
-                message_id=message_id,
-                raw={
-                    "provider": provider,
-                    "method": call.method,
-                    "path": call.path,
-                    "headers": call.headers,
-                    "body": parsed,
-                },
-            )
-        )
+        return self._status(failure), rule
 
     # --- SendGrid v3 mail/send ----------------------------------------------------
 
@@ -250,7 +268,7 @@ class EmailApiFakes(ApiFakes):
             return self._sendgrid_error(400, problem[1], problem[0])
         to = mail["personalizations"][0]["to"][0]["email"]
         key = (mail.get("headers") or {}).get("Message-ID")
-        failure, rule = self._decide("sendgrid", to, key)
+        failure, rule = self._outcome("sendgrid", to, key)
         if failure == 400:
             return self._sendgrid_error(
                 400, "Does not contain a valid address.", "personalizations.0.to.0.email"
@@ -262,6 +280,7 @@ class EmailApiFakes(ApiFakes):
         message_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         html = next((c["value"] for c in mail["content"] if c["type"] == "text/html"), "")
         self._record(
+            "email",
             "sendgrid",
             call,
             mail,
@@ -319,13 +338,14 @@ class EmailApiFakes(ApiFakes):
                     },
                 )
         to, key = form["to"], form.get("h:Message-ID")
-        failure, rule = self._decide("mailgun", to, key)
+        failure, rule = self._outcome("mailgun", to, key)
         if failure == 400:
             return _json(400, {"message": _MAILGUN_BAD_TO})
         if failure is not None:
             return _json(failure, {"message": "sink answered"}, self._retry_after(rule))
         message_id = f"<{datetime.now(UTC):%Y%m%d%H%M%S}.{uuid.uuid4().hex[:12]}@{match.group(1)}>"
         self._record(
+            "email",
             "mailgun",
             call,
             form,
@@ -378,7 +398,7 @@ class EmailApiFakes(ApiFakes):
             return _json(422, {"ErrorCode": problem[0], "Message": problem[1]})
         to = mail["To"]
         headers = {h["Name"]: h["Value"] for h in mail.get("Headers") or []}
-        failure, rule = self._decide("postmark", to, headers.get("Message-ID"))
+        failure, rule = self._outcome("postmark", to, headers.get("Message-ID"))
         if failure == 400:
             return _json(
                 422,
@@ -394,6 +414,7 @@ class EmailApiFakes(ApiFakes):
             )
         message_id = str(uuid.uuid4())
         self._record(
+            "email",
             "postmark",
             call,
             mail,
@@ -456,7 +477,7 @@ class EmailApiFakes(ApiFakes):
         to = mail["Destination"]["ToAddresses"][0]
         simple = mail["Content"]["Simple"]
         headers = {h["Name"]: h["Value"] for h in simple.get("Headers") or []}
-        failure, rule = self._decide("ses", to, headers.get("Message-ID"))
+        failure, rule = self._outcome("ses", to, headers.get("Message-ID"))
         if failure == 400:
             return self._ses_error(400, "MessageRejected", f"Address blacklisted: {to}")
         if failure == 429:
@@ -466,6 +487,7 @@ class EmailApiFakes(ApiFakes):
         message_id = f"0100{uuid.uuid4().hex}-000000"
         body = simple["Body"]
         self._record(
+            "email",
             "ses",
             call,
             mail,

@@ -34,7 +34,7 @@ from devtools.fakes.email_apis import Answer, ApiFakes, _Call, _json
 from herald.receipts_vonage import DEVELOPMENT_SIGNATURE_SECRET, sign
 
 if TYPE_CHECKING:
-    from devtools.sinks import Rule, SinkState
+    from devtools.sinks import SinkState
 
 MOUNTS = ("/vonage", "/onesignal", "/slack", "/teams", "/discord")
 
@@ -82,56 +82,6 @@ class MessagingApiFakes(ApiFakes):
         }
 
     # --- shared -------------------------------------------------------------------
-
-    def _decide(self, channel: str, recipient: str, key: str | None) -> tuple[Any, Rule | None]:
-        failure, rule = self.state.decide(recipient, channel, key, time.time())
-        if rule is not None and rule.delay:
-            time.sleep(rule.delay)
-        return failure, rule
-
-    @staticmethod
-    def _status(failure: Any) -> int:
-        return 503 if failure == "transient" else int(failure)
-
-    @staticmethod
-    def _retry_after(rule: Rule | None) -> dict[str, str]:
-        if rule is not None and rule.retry_after is not None:
-            return {"Retry-After": str(int(rule.retry_after))}
-        return {}
-
-    def _record(
-        self,
-        channel: str,
-        provider: str,
-        call: _Call,
-        parsed: Any,
-        *,
-        to: str,
-        body: str,
-        key: str | None,
-        message_id: str,
-        subject: str | None = None,
-    ) -> None:
-        from devtools.sinks import Received  # the sink module serves these fakes
-
-        self.state.record(
-            Received(
-                channel=channel,
-                to=to,
-                subject=subject,
-                body=body,
-                idempotency_key=key,
-                message_id=message_id,
-                raw={
-                    "provider": provider,
-                    "method": call.method,
-                    "path": call.path,
-                    "query": urlsplit(call.url).query,
-                    "headers": call.headers,
-                    "body": parsed,
-                },
-            )
-        )
 
     @staticmethod
     def _json_body(call: _Call) -> Any:

@@ -26,18 +26,17 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from herald.inbox.models import NOTIFY_CHANNEL
+from herald.pglisten import ChannelListener
 
 log = logging.getLogger(__name__)
 
-_RECONNECT_SECONDS: Final = 1.0
 # Without notifications (or with the listener down) the log is still read this often.
 _POLL_SECONDS: Final = 5.0
 # Rows read per query while catching up.
@@ -86,11 +85,16 @@ class InboxHub:
     """This process's listener and the streams it feeds; ``start`` once, ``stop`` at exit."""
 
     def __init__(self, database_url: str, *, hole_grace_seconds: float = 2.0) -> None:
-        self._url = make_url(database_url)
+        self._listener = ChannelListener(
+            database_url,
+            NOTIFY_CHANNEL,
+            heard=self._heard,
+            session=self._listen_on,
+            about="inbox events",
+        )
         self._grace = hole_grace_seconds
         self._subscribers: dict[tuple[uuid.UUID, str], set[Subscription]] = defaultdict(set)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         # Ids after the horizon not visible yet, with when each was first missed.
         self._holes: dict[int, float] = {}
         self.horizon = 0
@@ -98,14 +102,11 @@ class InboxHub:
 
     def start(self) -> None:
         """Listen and deliver in the background until ``stop``."""
-        self._task = asyncio.create_task(self._run(), name="inbox-stream-hub")
+        self._listener.start()
 
     async def stop(self) -> None:
         """Stop listening and close the connection."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._listener.stop()
 
     def subscribe(self, tenant: uuid.UUID, user_id: str) -> Subscription:
         """A queue of the user's events after the current horizon."""
@@ -127,47 +128,22 @@ class InboxHub:
         """How many streams this process feeds."""
         return sum(len(subs) for subs in self._subscribers.values())
 
-    def _heard(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
+    def _heard(self, _payload: str) -> None:
         self._wake.set()
 
-    async def _connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            host=self._url.host,
-            port=self._url.port or 5432,
-            user=self._url.username,
-            password=self._url.password,
-            database=self._url.database,
-            timeout=10,
-        )
-
-    async def _run(self) -> None:
+    async def _listen_on(self, conn: asyncpg.Connection) -> None:
+        """Deliver events until the connection fails: at once when notified, otherwise
+        every few seconds (the log is the truth; a notification only hurries us)."""
+        if not self.ready.is_set():
+            self.horizon = await conn.fetchval("SELECT coalesce(max(id), 0) FROM inbox_events")
+            self.ready.set()
         while True:
-            try:
-                conn = await self._connect()
-            except (OSError, asyncpg.PostgresError, TimeoutError) as err:
-                log.warning("cannot listen for inbox events; retrying: %s", err)
-                await asyncio.sleep(_RECONNECT_SECONDS)
-                continue
-            try:
-                await conn.add_listener(NOTIFY_CHANNEL, self._heard)
-                if not self.ready.is_set():
-                    self.horizon = await conn.fetchval(
-                        "SELECT coalesce(max(id), 0) FROM inbox_events"
-                    )
-                    self.ready.set()
-                while True:
-                    await self._advance(conn)
-                    # Pending holes are re-checked soon; otherwise a notification wakes us.
-                    wait = 0.05 if self._holes else _POLL_SECONDS
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), wait)
-                    self._wake.clear()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
-                log.warning("inbox event listener failed; reconnecting: %s", err)
-            finally:
-                with contextlib.suppress(Exception):
-                    await conn.close(timeout=2)
-            await asyncio.sleep(_RECONNECT_SECONDS)
+            await self._advance(conn)
+            # Pending holes are re-checked soon; otherwise a notification wakes us.
+            wait = 0.05 if self._holes else _POLL_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
 
     async def _advance(self, conn: asyncpg.Connection) -> None:
         """Deliver every visible event after the horizon that no in-flight id precedes."""

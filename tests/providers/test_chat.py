@@ -7,28 +7,31 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from activities.providers.base import ProviderError
 from activities.providers.chat import deployment_providers
 from activities.providers.failover import ProviderChain, Route
+from activities.providers.http import HttpProvider
 from activities.providers.registry import build
 from api.schemas.users import UserCreate
-from devtools.fakes.messaging_apis import FakeCredentials, MessagingApiFakes
 from devtools.sinks import Rule, SinkState
 from herald import chat
 from herald.breaker import CircuitBreaker
 from herald.contracts import Channel, RenderedMessage, SendRequest
 from herald.settings import Settings
+from tests.providers.support import (  # noqa: F401 - the fixtures http and state
+    BASE,
+    fake_provider,
+    fakes_http,
+    fakes_state,
+    refusal,
+)
 
 pytestmark = pytest.mark.fast
 
-BASE = "http://fake.test"
-CREDS = FakeCredentials()
 NID = uuid.UUID("5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d")
 TEAMS = f"{BASE}/teams/webhookb2/abc@def/IncomingWebhook/123/456"
 DISCORD = f"{BASE}/discord/api/webhooks/1234567890/tok-en"
@@ -46,19 +49,8 @@ def _request(
     )
 
 
-@pytest.fixture
-def state() -> SinkState:
-    return SinkState(seed=1)
-
-
-@pytest.fixture
-async def http(state: SinkState) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=MessagingApiFakes(state, CREDS).transport()) as c:
-        yield c
-
-
-def _provider(name: str, http: httpx.AsyncClient, **change: str):  # type: ignore[no-untyped-def]
-    return build(Channel.chat, name, CREDS.config(name, BASE) | change, SETTINGS, http)
+def _provider(name: str, http: httpx.AsyncClient, **change: str) -> HttpProvider:
+    return fake_provider(Channel.chat, name, http, SETTINGS, **change)
 
 
 async def test_slack_request_is_the_documented_chat_post_message(
@@ -102,17 +94,16 @@ async def test_slack_errors_map_onto_herald_classes(
     provider_fault: bool,
 ) -> None:
     state.add_rule(Rule(match="C123", fail_with=[failure], retry_after=3))
-    with pytest.raises(ProviderError) as caught:
-        await _provider("slack", http).deliver(_request("slack:C123ABC456"))
-    assert (caught.value.permanent, caught.value.provider_fault) == (permanent, provider_fault)
+    refused = await refusal(_provider("slack", http).deliver(_request("slack:C123ABC456")))
+    assert (refused.permanent, refused.provider_fault) == (permanent, provider_fault)
     if failure == 429:
-        assert caught.value.retry_after == 3
+        assert refused.retry_after == 3
 
 
 async def test_slack_with_a_wrong_token_is_the_providers_fault(http: httpx.AsyncClient) -> None:
-    with pytest.raises(ProviderError) as caught:
-        await _provider("slack", http, bot_token="xoxb-wrong").deliver(_request("slack:C1"))
-    assert "invalid_auth" in str(caught.value) and caught.value.provider_fault
+    wrong = _provider("slack", http, bot_token="xoxb-wrong")
+    refused = await refusal(wrong.deliver(_request("slack:C1")))
+    assert "invalid_auth" in str(refused) and refused.provider_fault
 
 
 async def test_teams_request_is_an_adaptive_card_message(
@@ -144,22 +135,27 @@ async def test_teams_request_is_an_adaptive_card_message(
     assert got.to == TEAMS and got.body == "Deploy finished"
 
 
-async def test_teams_429_waits_for_its_retry_after(
-    http: httpx.AsyncClient, state: SinkState
+@pytest.mark.parametrize(
+    ("name", "url", "retry_after"),
+    [
+        ("teams", TEAMS, 4),  # in the Retry-After header
+        ("discord", DISCORD, 2.5),  # in the JSON body's retry_after
+    ],
+)
+async def test_a_webhook_429_waits_for_its_retry_after(
+    http: httpx.AsyncClient, state: SinkState, name: str, url: str, retry_after: float
 ) -> None:
-    state.add_rule(Rule(match="/teams/", fail_with=[429], retry_after=4))
-    with pytest.raises(ProviderError) as caught:
-        await _provider("teams", http).deliver(_request(f"teams:{TEAMS}"))
-    assert not caught.value.permanent and caught.value.retry_after == 4
+    state.add_rule(Rule(match=f"/{name}/", fail_with=[429], retry_after=retry_after))
+    refused = await refusal(_provider(name, http).deliver(_request(f"{name}:{url}")))
+    assert not refused.permanent and refused.retry_after == retry_after
 
 
 async def test_a_webhook_that_is_gone_is_the_recipients_failure(
     http: httpx.AsyncClient, state: SinkState
 ) -> None:
     state.add_rule(Rule(match="/teams/", fail_with=[404]))
-    with pytest.raises(ProviderError) as caught:
-        await _provider("teams", http).deliver(_request(f"teams:{TEAMS}"))
-    assert caught.value.permanent and not caught.value.provider_fault
+    refused = await refusal(_provider("teams", http).deliver(_request(f"teams:{TEAMS}")))
+    assert refused.permanent and not refused.provider_fault
 
 
 async def test_discord_request_is_the_documented_execute_webhook(
@@ -177,15 +173,6 @@ async def test_discord_request_is_the_documented_execute_webhook(
     message_id = await provider.deliver(_request(f"discord:{DISCORD}", body="x" * 5000))
     (got,) = state.received("chat")
     assert got.message_id == message_id and len(got.body) == 2000
-
-
-async def test_discord_429_waits_for_the_retry_after_in_its_body(
-    http: httpx.AsyncClient, state: SinkState
-) -> None:
-    state.add_rule(Rule(match="/discord/", fail_with=[429], retry_after=2.5))
-    with pytest.raises(ProviderError) as caught:
-        await _provider("discord", http).deliver(_request(f"discord:{DISCORD}"))
-    assert not caught.value.permanent and caught.value.retry_after == 2.5
 
 
 async def test_each_address_goes_to_its_own_service(
@@ -215,9 +202,8 @@ async def test_a_slack_address_without_slack_is_refused_not_failed_over(
     chain = ProviderChain(
         [Route(teams, CircuitBreaker("teams", failure_threshold=1, reset_seconds=30))]
     )
-    with pytest.raises(ProviderError) as caught:
-        await chain.deliver_via(_request("slack:C1"))
-    assert caught.value.permanent and not caught.value.provider_fault
+    refused = await refusal(chain.deliver_via(_request("slack:C1")))
+    assert refused.permanent and not refused.provider_fault
     assert chain.routes[0].breaker.allow()
 
 
@@ -237,9 +223,8 @@ async def test_a_webhook_address_that_is_not_allowed_is_never_called(
     http: httpx.AsyncClient, state: SinkState
 ) -> None:
     provider = build(Channel.chat, "teams", {}, Settings(), http)  # no fake origins allowed
-    with pytest.raises(ProviderError) as caught:
-        await provider.deliver(_request(f"teams:{TEAMS}"))
-    assert caught.value.permanent and not caught.value.provider_fault
+    refused = await refusal(provider.deliver(_request(f"teams:{TEAMS}")))
+    assert refused.permanent and not refused.provider_fault
     assert not state.requests
 
 

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from activities.providers.base import ProviderError
+from activities.providers.http import HttpProvider
 from activities.providers.registry import build
-from devtools.fakes.messaging_apis import FakeCredentials, MessagingApiFakes
 from devtools.sinks import Rule, SinkState
 from herald.contracts import Channel, RenderedMessage, SendRequest
 from herald.settings import Settings
+from tests.providers.support import (  # noqa: F401 - the fixtures http and state
+    BASE,
+    CREDS,
+    fake_provider,
+    fakes_http,
+    fakes_state,
+    refusal,
+)
 
 pytestmark = pytest.mark.fast
 
-BASE = "http://fake.test"
-CREDS = FakeCredentials()
 NID = uuid.UUID("3c2b1a09-8f7e-4d6c-9b5a-4a3b2c1d0e9f")
 SUBSCRIPTION = "1dd608f2-c6a1-11e3-851d-000c2940e62c"
 
@@ -35,20 +39,8 @@ def _request(address: str = SUBSCRIPTION) -> SendRequest:
     )
 
 
-@pytest.fixture
-def state() -> SinkState:
-    return SinkState(seed=1)
-
-
-@pytest.fixture
-async def http(state: SinkState) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=MessagingApiFakes(state, CREDS).transport()) as c:
-        yield c
-
-
-def _provider(http: httpx.AsyncClient, **change: str):  # type: ignore[no-untyped-def]
-    config = CREDS.config("onesignal", BASE) | change
-    return build(Channel.push, "onesignal", config, Settings(), http)
+def _provider(http: httpx.AsyncClient, **change: str) -> HttpProvider:
+    return fake_provider(Channel.push, "onesignal", http, **change)
 
 
 async def test_the_request_is_the_documented_push_notification_call(
@@ -101,17 +93,15 @@ async def test_refusals_map_onto_herald_classes(
     provider_fault: bool,
 ) -> None:
     state.add_rule(Rule(match=SUBSCRIPTION, fail_with=[failure], retry_after=7))
-    with pytest.raises(ProviderError) as caught:
-        await _provider(http).deliver(_request())
-    assert (caught.value.permanent, caught.value.provider_fault) == (permanent, provider_fault)
+    refused = await refusal(_provider(http).deliver(_request()))
+    assert (refused.permanent, refused.provider_fault) == (permanent, provider_fault)
     if failure == 429:
-        assert caught.value.retry_after == 7
+        assert refused.retry_after == 7
 
 
 async def test_a_wrong_api_key_is_the_providers_fault(http: httpx.AsyncClient) -> None:
-    with pytest.raises(ProviderError) as caught:
-        await _provider(http, api_key="wrong").deliver(_request())
-    assert "401" in str(caught.value) and caught.value.permanent and caught.value.provider_fault
+    refused = await refusal(_provider(http, api_key="wrong").deliver(_request()))
+    assert "401" in str(refused) and refused.permanent and refused.provider_fault
 
 
 async def test_check_lists_notifications_and_sends_nothing(

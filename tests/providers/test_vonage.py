@@ -5,24 +5,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from urllib.parse import parse_qs
 
 import httpx
 import pytest
 
-from activities.providers.base import ProviderError
+from activities.providers.http import HttpProvider
 from activities.providers.registry import build
-from devtools.fakes.messaging_apis import FakeCredentials, MessagingApiFakes
 from devtools.sinks import Rule, SinkState
 from herald import receipts_vonage as vonage
 from herald.contracts import Channel, RenderedMessage, SendRequest, Status
 from herald.settings import Settings
+from tests.providers.support import (  # noqa: F401 - the fixtures http and state
+    BASE,
+    CREDS,
+    fake_provider,
+    fakes_http,
+    fakes_state,
+    refusal,
+)
 
 pytestmark = pytest.mark.fast
 
-BASE = "http://fake.test"
-CREDS = FakeCredentials()
 NID = uuid.UUID("1f0c2d3e-4b5a-4c6d-8e7f-9a0b1c2d3e4f")
 
 
@@ -35,20 +39,9 @@ def _request(address: str = "+447700900123", body: str = "Your code is 1234") ->
     )
 
 
-@pytest.fixture
-def state() -> SinkState:
-    return SinkState(seed=1)
-
-
-@pytest.fixture
-async def http(state: SinkState) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=MessagingApiFakes(state, CREDS).transport()) as c:
-        yield c
-
-
-def _provider(http: httpx.AsyncClient, **change: str):  # type: ignore[no-untyped-def]
+def _provider(http: httpx.AsyncClient, **change: str) -> HttpProvider:
     settings = Settings(public_url="https://herald.example.com")
-    return build(Channel.sms, "vonage", CREDS.config("vonage", BASE) | change, settings, http)
+    return fake_provider(Channel.sms, "vonage", http, settings, **change)
 
 
 async def test_the_request_is_the_documented_send_an_sms_call(
@@ -110,19 +103,16 @@ async def test_status_codes_map_onto_herald_classes(
     provider_fault: bool,
 ) -> None:
     state.add_rule(Rule(match="+4477009001", fail_with=[failure]))
-    with pytest.raises(ProviderError) as caught:
-        await _provider(http).deliver(_request())
-    assert (caught.value.permanent, caught.value.provider_fault) == (permanent, provider_fault)
+    refused = await refusal(_provider(http).deliver(_request()))
+    assert (refused.permanent, refused.provider_fault) == (permanent, provider_fault)
     assert not state.received("sms")
 
 
 async def test_wrong_credentials_are_vonage_status_4_and_the_providers_fault(
     http: httpx.AsyncClient,
 ) -> None:
-    with pytest.raises(ProviderError) as caught:
-        await _provider(http, api_secret="wrong").deliver(_request())
-    assert caught.value.permanent and caught.value.provider_fault
-    assert "status 4" in str(caught.value)
+    refused = await refusal(_provider(http, api_secret="wrong").deliver(_request()))
+    assert refused.permanent and refused.provider_fault and "status 4" in str(refused)
 
 
 def _dlr(**change: str) -> dict[str, str]:
