@@ -1,5 +1,7 @@
 """Local stand-ins for the outside world: a real SMTP server (aiosmtpd) and an HTTP server
-that speaks the Twilio Messages and FCM HTTP v1 protocols.
+that speaks the Twilio Messages and FCM HTTP v1 protocols (with Google's OAuth token
+endpoint for FCM service accounts; ``GET /_sink/fcm/service-account`` gives the key file
+of a development account it knows).
 
 ``herald dev`` runs them so a fresh machine can send without accounts anywhere, and the
 tests use them with fault rules (fail the next N, always fail, be slow) per recipient.
@@ -19,6 +21,7 @@ import itertools
 import json
 import random
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -29,10 +32,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import jwt
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devtools.fakes.email_apis import EmailApiFakes
+from devtools.fakes.email_apis import Answer, ApiFakes, EmailApiFakes, _Call, _json
 from devtools.fakes.messaging_apis import MessagingApiFakes
 from devtools.provider_reports import post_twilio_callbacks, send_dsn
 
@@ -286,6 +292,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
             else:
                 self._answer(200, {"sid": account[1], "status": "active"})
             return
+        if url.path == "/_sink/fcm/service-account":  # the development key file
+            self._answer(200, self.server.fcm.dev_service_account())
+            return
         if url.path != "/_sink/messages":
             answer = self.server.email_apis.handle("GET", self.path, dict(self.headers), b"")
             if answer is None:
@@ -315,6 +324,9 @@ class _HttpHandler(BaseHTTPRequestHandler):
         # Vonage, OneSignal, Slack and the Teams and Discord webhooks likewise.
         if answer is None:
             answer = self.server.messaging_apis.handle("POST", self.path, dict(self.headers), raw)
+        # FCM's messages:send and Google's token endpoint.
+        if answer is None:
+            answer = self.server.fcm.handle("POST", self.path, dict(self.headers), raw)
         if answer is not None:
             self.send_response(answer.status)
             for name, value in answer.headers.items():
@@ -324,34 +336,19 @@ class _HttpHandler(BaseHTTPRequestHandler):
             self.wfile.write(answer.body)
         elif path.startswith("/2010-04-01/Accounts/") and path.endswith("/Messages.json"):
             self._twilio(path, raw)
-        elif path.startswith("/v1/projects/") and path.endswith("/messages:send"):
-            self._fcm(raw)
         else:
             self._answer(404, {"error": {"code": 404, "message": f"no route {path}"}})
 
-    def _fail(self, failure: str | int, channel: str, rule: Rule | None) -> None:
+    def _fail(self, failure: str | int, rule: Rule | None) -> None:
         status = 503 if failure == "transient" else int(failure)
         headers = {}
         if rule is not None and rule.retry_after is not None:
             headers["Retry-After"] = str(rule.retry_after)
-        if channel == "sms":
-            self._answer(
-                status,
-                {"code": 20000 + status, "message": f"sink answered {status}", "status": status},
-                headers,
-            )
-        else:
-            self._answer(
-                status,
-                {
-                    "error": {
-                        "code": status,
-                        "message": f"sink answered {status}",
-                        "status": "UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT",
-                    }
-                },
-                headers,
-            )
+        self._answer(
+            status,
+            {"code": 20000 + status, "message": f"sink answered {status}", "status": status},
+            headers,
+        )
 
     def _twilio(self, path: str, raw: bytes) -> None:
         sid = path.split("/")[3]
@@ -425,41 +422,234 @@ class _HttpHandler(BaseHTTPRequestHandler):
 
         return report, bool(rule is not None and rule.callbacks_first)
 
-    def _fcm(self, raw: bytes) -> None:
-        if self.headers.get("Authorization") != f"Bearer {self.server.push_token}":
-            self._answer(
-                401,
-                {
-                    "error": {
-                        "code": 401,
-                        "message": "Request had invalid authentication credentials.",
-                        "status": "UNAUTHENTICATED",
-                    }
+    def _misbehave(self, recipient: str, channel: str, key: str | None, arrived: float) -> bool:
+        failure, rule = self.server.state.decide(recipient, channel, key, arrived)
+        if rule is not None and rule.delay:
+            time.sleep(rule.delay)
+        if failure is None:
+            return False
+        self._fail(failure, rule)
+        return True
+
+
+# --- FCM ------------------------------------------------------------------------------
+# https://firebase.google.com/docs/reference/fcm/rest/v1/projects.messages/send
+# https://developers.google.com/identity/protocols/oauth2/service-account#httprest
+
+FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ACCESS_TOKEN_SECONDS = 3600
+# What the token endpoint takes of a key file's assertion.
+_ASSERTION_MAX_SECONDS = 3600
+_CLOCK_SKEW = 60
+_UNREASONABLE_TIMES = (
+    "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe."
+)
+
+
+def new_service_account(
+    project_id: str = "herald-dev", token_uri: str = "https://oauth2.googleapis.com/token"
+) -> dict[str, str]:
+    """A Google service account key file (its JSON) with a fresh RSA key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    client_id = str(random.randrange(10**20, 10**21))
+    client_email = f"herald-push@{project_id}.iam.gserviceaccount.com"
+    return {
+        "type": "service_account",
+        "project_id": project_id,
+        "private_key_id": uuid.uuid4().hex + uuid.uuid4().hex[:8],
+        "private_key": pem,
+        "client_email": client_email,
+        "client_id": client_id,
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+    }
+
+
+def _oauth_error(error: str, description: str) -> Answer:
+    return _json(400, {"error": error, "error_description": description})
+
+
+def _fcm_error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> Answer:
+    return _json(status, {"error": {"code": status, "message": message, "status": code}}, headers)
+
+
+class FcmFake(ApiFakes):
+    """FCM HTTP v1's ``POST /v1/projects/<p>/messages:send`` and Google's OAuth 2.0 token
+    endpoint (``POST /token``), as strict as the real ones.
+
+    The token endpoint takes only the JWT-bearer grant, form-encoded: an RS256 assertion
+    signed by a registered service account key (``register``; ``dev_service_account``
+    makes and registers one), ``kid`` naming that key, ``iss`` its ``client_email``,
+    ``aud`` the URL it was posted to, no more than an hour between ``iat`` and ``exp``,
+    not expired, ``scope`` including firebase.messaging. Anything else is a ``400`` with
+    an OAuth ``error`` (``invalid_grant`` for the assertion). ``messages:send`` takes
+    the tokens it issued until they expire (``revoke`` ends them early) and the static
+    development token, and answers anything else ``401 UNAUTHENTICATED``. A sink
+    ``Rule`` matching the device token makes it fail; ``token_outage`` makes the token
+    endpoint answer that status. ``clock`` is the fake's time (a test moves it).
+    """
+
+    def __init__(self, state: SinkState, static_token: str | None = "dev-token") -> None:
+        self.state = state
+        self.static_token = static_token
+        self.clock: Callable[[], float] = time.time
+        self.token_outage: int | None = None
+        # private_key_id -> (client_email, public key) of the accounts Google knows.
+        self.keys: dict[str, tuple[str, rsa.RSAPublicKey]] = {}
+        # Access token -> when it expires; the claims of every assertion exchanged.
+        self.issued: dict[str, float] = {}
+        self.grants: list[dict[str, Any]] = []
+        # The bearer token of every messages:send request, whatever it was answered.
+        self.bearers: list[str] = []
+        self._dev_account: dict[str, str] | None = None
+        self._lock = threading.Lock()
+        self._routes: dict[str, Callable[[_Call], Answer]] = {
+            "/v1": self._send,
+            "/token": self._token,
+        }
+
+    def register(self, account: dict[str, str]) -> dict[str, str]:
+        """Know ``account``'s key (as Google keeps a service account's public keys)."""
+        private = serialization.load_pem_private_key(account["private_key"].encode(), None)
+        assert isinstance(private, rsa.RSAPrivateKey)
+        with self._lock:
+            self.keys[account["private_key_id"]] = (account["client_email"], private.public_key())
+        return account
+
+    def dev_service_account(self) -> dict[str, str]:
+        """The development service account (made on first use): its key file, to use
+        with the sink's URL as the integration's ``base_url``."""
+        with self._lock:
+            account = self._dev_account
+        if account is None:
+            account = self.register(new_service_account())
+            with self._lock:
+                self._dev_account = self._dev_account or account
+                account = self._dev_account
+        return account
+
+    def revoke(self) -> None:
+        """End every access token issued so far (as a key's deletion does)."""
+        with self._lock:
+            self.issued.clear()
+
+    def _token(self, call: _Call) -> Answer:
+        if call.path != "/":
+            return _json(404, {"error": "not_found"})
+        if call.method != "POST":
+            return _json(405, {"error": "invalid_request", "error_description": "POST only"})
+        if self.token_outage is not None:
+            return _json(self.token_outage, {"error": "internal_failure"})
+        if call.content_type() != "application/x-www-form-urlencoded":
+            return _oauth_error("invalid_request", "The request body must be form-encoded.")
+        form = {k: v[0] for k, v in parse_qs(call.body.decode(errors="replace")).items()}
+        if form.get("grant_type") != JWT_BEARER:
+            return _oauth_error("unsupported_grant_type", "Invalid grant_type.")
+        assertion = form.get("assertion")
+        if not assertion:
+            return _oauth_error("invalid_request", "Missing required parameter: assertion")
+        claims = self._read_assertion(assertion, call.url)
+        if isinstance(claims, str):
+            return _oauth_error("invalid_grant", claims)
+        token = f"ya29.fake-{secrets.token_urlsafe(32)}"
+        with self._lock:
+            self.issued[token] = self.clock() + ACCESS_TOKEN_SECONDS
+            self.grants.append(claims)
+        return _json(
+            200,
+            {"access_token": token, "expires_in": ACCESS_TOKEN_SECONDS - 1, "token_type": "Bearer"},
+        )
+
+    def _read_assertion(self, assertion: str, url: str) -> dict[str, Any] | str:
+        """The assertion's claims, or why it is refused."""
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.InvalidTokenError:
+            return "Invalid JWT: not a JWT."
+        with self._lock:
+            known = self.keys.get(str(header.get("kid")))
+        if header.get("alg") != "RS256" or known is None:
+            return "Invalid JWT Signature."
+        issuer, public = known
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                assertion,
+                public,
+                algorithms=["RS256"],
+                audience=url,
+                issuer=issuer,
+                # Times are checked below, against the fake's clock.
+                options={
+                    "require": ["iss", "aud", "iat", "exp"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
                 },
             )
-            return
+        except jwt.InvalidSignatureError:
+            return "Invalid JWT Signature."
+        except (jwt.InvalidAudienceError, jwt.MissingRequiredClaimError):
+            return "Invalid JWT: audience, issuer, iat and exp are required; aud is the token URL."
+        except jwt.InvalidTokenError as err:
+            return f"Invalid JWT: {type(err).__name__}."
+        now = self.clock()
+        issued, expires = claims["iat"], claims["exp"]
+        if not isinstance(issued, int) or not isinstance(expires, int):
+            return "Invalid JWT: iat and exp must be integers."
+        too_long = expires - issued > _ASSERTION_MAX_SECONDS
+        if too_long or issued > now + _CLOCK_SKEW or expires <= now:
+            return _UNREASONABLE_TIMES
+        if FCM_SCOPE not in str(claims.get("scope", "")).split():
+            return "Invalid JWT: the scope does not include firebase.messaging."
+        return claims
+
+    def _authorized(self, call: _Call) -> bool:
+        scheme, _, token = call.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return False
+        with self._lock:
+            self.bearers.append(token)
+            expires = self.issued.get(token)
+        if expires is not None:
+            return self.clock() < expires
+        return self.static_token is not None and token == self.static_token
+
+    def _send(self, call: _Call) -> Answer:
+        if (
+            call.method != "POST"
+            or re.fullmatch(r"/projects/[^/]+/messages:send", call.path) is None
+        ):
+            return _fcm_error(404, f"no route /v1{call.path}", "NOT_FOUND")
+        if not self._authorized(call):
+            return _fcm_error(
+                401, "Request had invalid authentication credentials.", "UNAUTHENTICATED"
+            )
         try:
-            message = json.loads(raw)["message"]
+            message = json.loads(call.body)["message"]
             token = message["token"]
         except (ValueError, KeyError, TypeError):
-            self._answer(
-                400,
-                {
-                    "error": {
-                        "code": 400,
-                        "message": "Invalid JSON payload",
-                        "status": "INVALID_ARGUMENT",
-                    }
-                },
-            )
-            return
+            return _fcm_error(400, "Invalid JSON payload", "INVALID_ARGUMENT")
         key = (message.get("data") or {}).get("herald_id")
         arrived = time.time()
-        if self._misbehave(token, "push", key, arrived):
-            return
+        failure, rule = self.state.decide(token, "push", key, arrived)
+        if rule is not None and rule.delay:
+            time.sleep(rule.delay)
+        if failure is not None:
+            status = 503 if failure == "transient" else int(failure)
+            headers = {}
+            if rule is not None and rule.retry_after is not None:
+                headers["Retry-After"] = str(rule.retry_after)
+            code = "UNAVAILABLE" if status >= 500 else "INVALID_ARGUMENT"
+            return _fcm_error(status, f"sink answered {status}", code, headers)
         notification = message.get("notification", {})
         name = f"projects/sink/messages/{next(_counter)}"
-        self.server.state.record(
+        self.state.record(
             Received(
                 channel="push",
                 to=token,
@@ -471,16 +661,7 @@ class _HttpHandler(BaseHTTPRequestHandler):
                 arrived_at=arrived,
             )
         )
-        self._answer(200, {"name": name})
-
-    def _misbehave(self, recipient: str, channel: str, key: str | None, arrived: float) -> bool:
-        failure, rule = self.server.state.decide(recipient, channel, key, arrived)
-        if rule is not None and rule.delay:
-            time.sleep(rule.delay)
-        if failure is None:
-            return False
-        self._fail(failure, channel, rule)
-        return True
+        return _json(200, {"name": name})
 
 
 class _ProviderServer(ThreadingHTTPServer):
@@ -492,7 +673,7 @@ class _ProviderServer(ThreadingHTTPServer):
         super().__init__(address, _HttpHandler)
         self.state = state
         self.sms_token = sms_token
-        self.push_token = push_token
+        self.fcm = FcmFake(state, push_token)
         self.email_apis = EmailApiFakes(state)
         self.messaging_apis = MessagingApiFakes(state)
 
@@ -526,6 +707,11 @@ class Sinks:
     def email_apis(self) -> EmailApiFakes:
         """The SendGrid/Mailgun/Postmark/SES fakes the HTTP sink serves (their outages)."""
         return self._http.email_apis
+
+    @property
+    def fcm(self) -> FcmFake:
+        """The FCM and Google token endpoint fake the HTTP sink serves (its accounts)."""
+        return self._http.fcm
 
     @property
     def http_url(self) -> str:

@@ -87,10 +87,16 @@ class Settings(BaseSettings):
     push_secondary_api_url: str | None = None
     push_secondary_project_id: str | None = None
     push_secondary_token: SecretStr | None = None
+    push_secondary_service_account_json: SecretStr | None = None
 
     push_api_url: str = "http://127.0.0.1:8025"
     push_project_id: str = "herald-dev"
     push_token: SecretStr = SecretStr("dev-token")
+    # A Google service account key file (JSON) instead of the static ``push_token``: its
+    # access tokens are minted and renewed by the workers. ``push_token_base_url`` sends
+    # the token requests there instead of the key file's ``token_uri`` host (a local fake).
+    push_service_account_json: SecretStr | None = None
+    push_token_base_url: str | None = None
 
     # The deployment's chat channel (herald/chat.py). Teams and Discord need no account:
     # the user's address is the webhook. Slack needs a bot token: a tenant's comes from its
@@ -175,6 +181,8 @@ class Settings(BaseSettings):
             for name, field in type(self).model_fields.items()
             if isinstance(field.default, SecretStr)
             and getattr(self, name) in (field.default, SecretStr(""))
+            # FCM authenticated by a service account needs no static token.
+            and not (name == "push_token" and self.push_service_account_json is not None)
         ]
         if defaults:
             # Not a ValueError: pydantic passes it through as it is, for the CLI to show.
@@ -196,7 +204,12 @@ class Settings(BaseSettings):
             for name, value in self.model_dump().items()
             if name.startswith(marker) and value is not None
         }
-        return self.model_copy(update=overrides) if overrides else None
+        if not overrides:
+            return None
+        if base == "push":
+            # The secondary's own credential: never the primary's service account.
+            overrides.setdefault("push_service_account_json", None)
+        return self.model_copy(update=overrides)
 
     def as_env(self) -> dict[str, str]:
         """These settings as the environment a child process reads them from."""

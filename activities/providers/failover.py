@@ -25,7 +25,7 @@ from activities.providers.attempts import refund_attempt, spend_attempt
 from activities.providers.base import CircuitOpenError, Delivery, Provider, ProviderError
 from activities.providers.chat import deployment_providers as chat_providers
 from activities.providers.email import SmtpProvider
-from activities.providers.push import FcmProvider
+from activities.providers.push import FcmProvider, ServiceAccount
 from activities.providers.registry import provider_factory
 from activities.providers.sms import TwilioProvider
 from activities.providers.testmode import TEST_MODE
@@ -127,7 +127,14 @@ def _provider(channel: Channel, settings: Settings, http: httpx.AsyncClient, nam
         return SmtpProvider(settings, name=name)
     if channel is Channel.sms:
         return TwilioProvider(settings, http, name=name)
-    return FcmProvider(settings, http, name=name)
+    account = settings.push_service_account_json
+    return FcmProvider(
+        settings,
+        http,
+        name=name,
+        service_account=ServiceAccount.read(account.get_secret_value()) if account else None,
+        token_base=settings.push_token_base_url,
+    )
 
 
 # The built-in providers as a tenant's integrations: their settings with the config's
@@ -189,10 +196,19 @@ def _twilio(
 def _fcm(
     config: Mapping[str, str], settings: Settings, http: httpx.AsyncClient, name: str
 ) -> Provider:
-    if not config.get("project_id") or not config.get("token"):
-        raise ValueError("fcm config needs 'project_id' and 'token'")
+    account_json, token = config.get("service_account_json"), config.get("token")
+    if not config.get("project_id") or bool(account_json) == bool(token):
+        raise ValueError(
+            "fcm config needs 'project_id' and one of 'service_account_json' or 'token'"
+        )
     fields = {"project_id": "push_project_id", "token": "push_token", "base_url": "push_api_url"}
-    return FcmProvider(_configured(settings, config, fields), http, name=name)
+    return FcmProvider(
+        _configured(settings, config, fields),
+        http,
+        name=name,
+        service_account=ServiceAccount.read(account_json) if account_json else None,
+        token_base=config.get("base_url"),
+    )
 
 
 _PRIMARY_NAMES = {Channel.email: "smtp", Channel.sms: "twilio", Channel.push: "fcm"}

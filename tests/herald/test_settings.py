@@ -143,6 +143,12 @@ def test_production_starts_once_every_secret_is_set(monkeypatch: pytest.MonkeyPa
     settings = Settings()
     assert settings.env == "production"
     assert settings.push_token.get_secret_value() == "real-push-token"
+    # FCM through a service account key file needs no static token.
+    monkeypatch.delenv("HERALD_PUSH_TOKEN")
+    with pytest.raises(InsecureSettings, match="HERALD_PUSH_TOKEN"):
+        Settings()
+    monkeypatch.setenv("HERALD_PUSH_SERVICE_ACCOUNT_JSON", '{"type": "service_account"}')
+    assert Settings().push_token.get_secret_value() == "dev-token"
 
 
 def test_the_herald_command_reports_the_refusal_in_one_line() -> None:
