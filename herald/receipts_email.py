@@ -147,7 +147,7 @@ def _fresh(timestamp: str) -> None:
         raise Forged("timestamp too old")
 
 
-def _load_public_key(text: str) -> ec.EllipticCurvePublicKey:
+def load_public_key(text: str) -> ec.EllipticCurvePublicKey:
     text = text.strip()
     try:
         if text.startswith("-----BEGIN"):
@@ -167,7 +167,7 @@ def verify_sendgrid(
     """``X-Twilio-Email-Event-Webhook-Signature``: base64 DER ECDSA over timestamp + body."""
     if not secrets.sendgrid_public_key:
         raise NotConfigured("no SendGrid event webhook verification key")
-    key = _load_public_key(secrets.sendgrid_public_key)
+    key = load_public_key(secrets.sendgrid_public_key)
     if not signature or not timestamp:
         raise Forged("missing signature or timestamp")
     _fresh(timestamp)

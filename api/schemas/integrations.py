@@ -4,13 +4,26 @@ names only the fields its provider takes."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from cryptography.exceptions import UnsupportedAlgorithm
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from activities.providers.push import ServiceAccount
 from herald.contracts import Channel, Text
+from herald.receipts_email import NotConfigured, load_public_key
 
 
 def _as_text(value: Any) -> Any:
@@ -53,17 +66,47 @@ class SmtpConfig(_Sender):
     starttls: Flag | None = None
 
 
+def _ec_public_key(value: str) -> str:
+    # Parsed as the receipts route will parse it, so a key that is stored also verifies.
+    try:
+        load_public_key(value)
+    except (NotConfigured, UnsupportedAlgorithm):
+        raise ValueError(
+            "must be an EC public key: the verification key SendGrid shows (base64 DER) or PEM"
+        ) from None
+    return value
+
+
 class SendgridConfig(_Sender):
     api_key: Field_
+    webhook_public_key: Annotated[Field_, AfterValidator(_ec_public_key)] | None = Field(
+        default=None, description="The Event Webhook's verification key, for its receipts"
+    )
 
 
 class MailgunConfig(_Sender):
     api_key: Field_
     domain: Field_
+    webhook_signing_key: Field_ | None = Field(
+        default=None, description="The webhook signing key, for its receipts"
+    )
 
 
 class PostmarkConfig(_Sender):
     server_token: Field_
+    # Basic auth of the webhook URL (a user name cannot hold ":"); neither set: a login
+    # derived from the integration, shown in its ``receipts_url``.
+    webhook_username: Annotated[Field_, Field(pattern=r"^[^:]*$")] | None = None
+    webhook_password: Field_ | None = Field(default=None, validate_default=True)
+
+    @field_validator("webhook_password")
+    @classmethod
+    def _login_is_whole(cls, password: str | None, info: ValidationInfo) -> str | None:
+        if "webhook_username" in info.data and (info.data["webhook_username"] is None) != (
+            password is None
+        ):
+            raise ValueError("webhook_username and webhook_password are set together or not at all")
+        return password
 
 
 class SesConfig(_Sender):
@@ -86,9 +129,32 @@ class VonageConfig(_Config):
 
 
 class FcmConfig(_Config):
+    """Exactly one credential: a Google service account key file (as a string or the
+    JSON object itself), from which access tokens are minted, or a static ``token``."""
+
     project_id: Field_
     service_account_json: LongField | None = None
     token: Field_ | None = None
+
+    @field_validator("service_account_json", mode="before")
+    @classmethod
+    def _key_file(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return json.dumps(value)
+        return value
+
+    @field_validator("service_account_json")
+    @classmethod
+    def _readable_key_file(cls, value: str | None) -> str | None:
+        if value is not None:
+            ServiceAccount.read(value)  # its ValueError names the fault, never the value
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> FcmConfig:
+        if (self.service_account_json is None) == (self.token is None):
+            raise ValueError("fcm config needs one of 'service_account_json' or 'token'")
+        return self
 
 
 class ApnsConfig(_Config):
@@ -180,6 +246,13 @@ class IntegrationOut(BaseModel):
     updated_at: datetime
     last_error: str | None = None
     last_error_at: datetime | None = None
+    receipts_url: str | None = Field(
+        default=None,
+        description="Where to point the provider's delivery webhook (sendgrid, mailgun, "
+        "postmark; null for the others). A postmark integration without its own "
+        "webhook_username and webhook_password carries the login Herald derived for it as "
+        "the URL's user:password@, which is how Postmark's webhook settings take basic auth",
+    )
 
 
 class CheckOut(BaseModel):

@@ -8,6 +8,7 @@ import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,7 @@ from api.schemas.integrations import (
     IntegrationPatch,
 )
 from api.services.caps import within_cap
+from herald import receipts_email
 from herald.contracts import Channel
 from herald.db import Integration
 from herald.secretbox import SecretBox, SecretsError
@@ -98,18 +100,43 @@ async def _checked_config(
     return clean
 
 
-def _out(box: SecretBox, row: Any) -> IntegrationOut:
+def receipts_url(
+    settings: Settings, row: Any, config: Mapping[str, str], with_login: bool = True
+) -> str | None:
+    """Where the provider of an email integration posts its delivery events
+    (``api/routes/receipts_email.py``), under ``HERALD_PUBLIC_URL``; None for providers
+    whose receipts need no per-integration URL. A Postmark integration without its own
+    login gets the derived one as the URL's userinfo, as Postmark's settings take it,
+    when ``with_login`` (the login lets its holder report receipts)."""
+    if row.channel != Channel.email.value or row.provider not in receipts_email.PROVIDERS:
+        return None
+    url = f"{settings.public_url.rstrip('/')}/v1/providers/{row.provider}/events/{row.id}"
+    if row.provider != "postmark" or config.get("webhook_username") or not with_login:
+        return url
+    user, password = receipts_email.postmark_webhook_login(settings, row.id)
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.netloc}"))
+
+
+def _out(settings: Settings, box: SecretBox, row: Any, tenant: TenantContext) -> IntegrationOut:
+    """The integration as the API shows it. A derived Postmark login is shown only to a
+    live key that may manage integrations, not to every key that may read them."""
     try:
         config = box.open(row.tenant_id, row.id, row.key_id, row.config_ciphertext)
-        shown = dict.fromkeys(sorted(config), SET)
     except SecretsError:
-        shown = {}
+        config = {}
     fields = {
         name: getattr(row, name)
         for name in IntegrationOut.model_fields
-        if name != "config" and hasattr(row, name)
+        if name not in ("config", "receipts_url") and hasattr(row, name)
     }
-    return IntegrationOut(**fields, config=shown)
+    return IntegrationOut(
+        **fields,
+        config=dict.fromkeys(sorted(config), SET),
+        receipts_url=receipts_url(
+            settings, row, config, with_login="manage" in tenant.scopes and not tenant.test
+        ),
+    )
 
 
 async def _row(conn: AsyncConnection, tenant: TenantContext, integration_id: uuid.UUID) -> Any:
@@ -176,7 +203,7 @@ async def create_integration(
             "provider": body.provider,
         },
     )
-    return _out(box, row)
+    return _out(settings, box, row, tenant)
 
 
 async def list_integrations(
@@ -190,7 +217,7 @@ async def list_integrations(
             .where(Integration.tenant_id == tenant.id)
             .order_by(Integration.channel, Integration.priority, Integration.created_at)
         )
-        return [_out(box, row) for row in rows]
+        return [_out(settings, box, row, tenant) for row in rows]
 
 
 async def get_integration(
@@ -198,7 +225,12 @@ async def get_integration(
 ) -> IntegrationOut:
     """One of the tenant's integrations; 404 for another tenant's or none."""
     async with engine.connect() as conn:
-        return _out(SecretBox.from_settings(settings), await _row(conn, tenant, integration_id))
+        return _out(
+            settings,
+            SecretBox.from_settings(settings),
+            await _row(conn, tenant, integration_id),
+            tenant,
+        )
 
 
 async def update_integration(
@@ -243,7 +275,7 @@ async def update_integration(
         "integration changed",
         extra={"integration": str(integration_id), "fields": sorted(body.model_fields_set)},
     )
-    return _out(box, row)
+    return _out(settings, box, row, tenant)
 
 
 async def delete_integration(
