@@ -631,10 +631,14 @@ class FcmFake(ApiFakes):
                 401, "Request had invalid authentication credentials.", "UNAUTHENTICATED"
             )
         try:
-            message = json.loads(call.body)["message"]
+            body = json.loads(call.body)
+            message = body["message"]
             token = message["token"]
         except (ValueError, KeyError, TypeError):
             return _fcm_error(400, "Invalid JSON payload", "INVALID_ARGUMENT")
+        if body.get("validate_only") is True:  # checked, never delivered
+            project = call.path.split("/")[2]
+            return _json(200, {"name": f"projects/{project}/messages/fake_message_id"})
         key = (message.get("data") or {}).get("herald_id")
         arrived = time.time()
         failure, rule = self.state.decide(token, "push", key, arrived)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from activities.providers.base import ProviderError
 from activities.providers.http import HttpProvider, _error_text, _retry_after
-from herald.contracts import SendRequest
+from herald.contracts import Channel, RenderedMessage, SendRequest
 from herald.settings import Settings
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -217,8 +218,9 @@ class FcmProvider(HttpProvider):
         else:
             self.auth = ServiceAccountAuth(service_account, token_url(service_account, token_base))
 
-    def build_request(self, request: SendRequest) -> httpx.Request:
-        """FCM data values are strings; the idempotency key travels as ``herald_id``."""
+    def build_request(self, request: SendRequest, validate_only: bool = False) -> httpx.Request:
+        """FCM data values are strings; the idempotency key travels as ``herald_id``.
+        ``validate_only`` asks FCM to check the request and deliver nothing."""
         data = {key: str(value) for key, value in request.data.items()}
         data["herald_id"] = request.idempotency_key
         message = {
@@ -226,12 +228,36 @@ class FcmProvider(HttpProvider):
             "notification": {"title": request.message.subject or "", "body": request.message.body},
             "data": data,
         }
+        body: dict[str, Any] = {"message": message}
+        if validate_only:
+            body["validate_only"] = True
         headers = {"Idempotency-Key": request.idempotency_key}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
-        return self._client.build_request(
-            "POST", self._url, json={"message": message}, headers=headers
+        return self._client.build_request("POST", self._url, json=body, headers=headers)
+
+    async def check(self) -> tuple[bool, str]:
+        """A ``validate_only`` send to a device token that cannot exist: FCM checks the
+        credentials (and mints a token from a service account) first, then validates the
+        message without delivering it; an invalid device token still means the
+        credentials were accepted."""
+        probe = SendRequest(
+            notification_id=uuid.uuid4(),
+            channel=Channel.push,
+            address="herald-credentials-check",
+            message=RenderedMessage(template_version=0, locale="en", body="check"),
         )
+        try:
+            response = await self._client.send(
+                self.build_request(probe, validate_only=True), auth=self.auth
+            )
+        except ProviderError as err:  # the token endpoint's refusal of the account
+            return False, f"fcm: {err}"
+        except httpx.HTTPError as err:
+            return False, f"fcm unreachable: {type(err).__name__}"
+        if response.is_success or response.status_code == 400:
+            return True, "fcm accepted the credentials"
+        return False, f"fcm answered HTTP {response.status_code}: {_error_text(response)}"
 
     def message_id(self, payload: Any) -> str:
         """FCM's ``name`` (``projects/<p>/messages/<id>``)."""

@@ -212,6 +212,28 @@ async def test_the_token_endpoints_refusals_are_the_accounts(
     assert len(state.received("push")) == 1
 
 
+@pytest.mark.fast
+async def test_check_mints_a_token_and_validates_without_delivering(
+    http: httpx.AsyncClient, fake: FcmFake, state: SinkState, clock: Clock
+) -> None:
+    """``POST /v1/integrations/{id}/check`` for FCM: a ``validate_only`` send, so a good
+    account is ``ok`` and nothing reaches any device; a key Google does not know, or a
+    static token FCM refuses, is not."""
+    assert await _provider(http, clock).check() == (True, "fcm accepted the credentials")
+    assert len(fake.grants) == 1 and len(fake.bearers) == 1
+    assert state.received("push") == []
+
+    ok, detail = await _provider(http, clock, STRANGER).check()
+    assert not ok and "invalid_grant" in detail
+    assert STRANGER["private_key"] not in detail
+
+    config = {"project_id": "herald-test", "token": "not-a-token", "base_url": BASE}
+    static = build(Channel.push, "fcm", config, Settings(), http)
+    ok, detail = await static.check()
+    assert not ok and "401" in detail
+    assert state.received("push") == []
+
+
 @pytest.fixture(scope="module")
 def sink() -> Iterator[Sinks]:
     running = Sinks(smtp_port=free_port(), http_port=free_port()).start()
