@@ -2,7 +2,26 @@
 activities in one workflow task (the floor of Herald's one-task shape), and a worker
 process for both.
 
-``python -m benchmarks.bare ADDRESS TASK_QUEUE`` runs the worker until SIGTERM.
+    python -m benchmarks.bare TASK_QUEUE CONCURRENCY
+
+runs the worker until SIGTERM, on the Temporal server, namespace and payload keys of the
+``HERALD_*`` environment (a Herald's ``Settings.as_env()``).
+
+The worker runs on the runtime of Herald's notification worker (``herald worker --queue
+email``: ``cli/main.py`` and ``channel_worker`` in ``workers/main.py``), so that a ratio
+to it compares workflows, not runtimes:
+
+- workflows outside Temporal's sandbox (``UnsandboxedWorkflowRunner``);
+- on uvloop, with ``herald.runtime.tune_gc`` called once everything is imported;
+- the one data converter (``herald.temporal.data_converter``: pydantic, and the
+  AES-256-GCM payload codec), here and on the client that starts the baselines, so they
+  pay for encryption as Herald does;
+- for the same ``CONCURRENCY`` (Herald's ``--concurrency``, by default
+  ``HERALD_WORKER_CONCURRENCY``), the same slots (``workers.main.channel_slots``) and
+  the SDK's default pollers, as Herald's.
+
+Left out as Herald's own work rather than its runtime: its correlation interceptor, its
+send-rate limit (none unless configured) and its graceful-shutdown handling.
 """
 
 from __future__ import annotations
@@ -12,9 +31,14 @@ import signal
 import sys
 from datetime import timedelta
 
+import uvloop
 from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from herald.runtime import tune_gc
+from herald.settings import Settings, get_settings
+from herald.temporal import connect
+from workers.main import channel_slots
 
 _STEP_TIMEOUT = timedelta(seconds=30)
 
@@ -50,9 +74,9 @@ class BareLocalWorkflow:
         return name
 
 
-async def serve(address: str, task_queue: str) -> None:
+async def serve(settings: Settings, task_queue: str, concurrency: int) -> None:
     """Run the baseline worker until SIGTERM."""
-    client = await Client.connect(address)
+    client = await connect(settings)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Worker(
@@ -60,9 +84,13 @@ async def serve(address: str, task_queue: str) -> None:
         task_queue=task_queue,
         workflows=[BareWorkflow, BareLocalWorkflow],
         activities=[noop],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        **channel_slots(concurrency),
     ):
         await stop.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2]))
+    arguments = get_settings(), sys.argv[1], int(sys.argv[2])
+    tune_gc()
+    uvloop.run(serve(*arguments))

@@ -4,20 +4,34 @@ no-op activities, and the same with two no-op local activities in one workflow t
 floor of Herald's one-task shape). Also what one run of each cost Temporal, counted from
 real histories (``devtools/histories.py``): events, workflow tasks, billable actions.
 
-    .venv/bin/python -m benchmarks.throughput [--count 1000] [--concurrency 32] [--rounds 3]
+    .venv/bin/python -m benchmarks.throughput [--count 1000] [--concurrency 32] \\
+        [--rounds 3] [--body-kb 0,30] [--webhook]
 
-Prints one JSON object: every round, and the medians over the rounds. All runs share the
-machine, the server and the process layout (workers in their own processes), so their
-ratio is the number to watch. In each round the baseline is measured twice, right before
-Herald (started in one burst and drained, as Herald's notifications are) and right after
-it (a closed loop with at most ``--concurrency`` workflows open); the ratio is to the
-faster. The local-activity baseline is measured the same way.
+The baselines run as Herald does: their worker is one long-lived process on Herald's
+runtime (unsandboxed, uvloop, ``tune_gc``, the same worker slots and the same encrypting
+data converter; see ``benchmarks/bare.py``), warmed with one run of each workflow as
+Herald is with one email. All runs share the machine, the server and the process layout
+(workers in their own processes), so their ratio is the number to watch.
 
-``--webhook`` also runs ``herald webhooks`` and measures Herald a second time in each
-round with one webhook endpoint (a local receiver answering 200) subscribed to every
-event: ``webhook_ratio`` is that rate over the rate without, from the same round, and
-``webhook_drain_seconds`` how long from the first submission until the receiver had the
-last event.
+Each round measures Herald and the baselines back to back, Herald first in odd rounds and
+the baselines first in even ones. Each baseline is measured twice in a row: started in
+one burst and drained (as Herald's notifications are), and in a closed loop with at most
+``--concurrency`` workflows open; its figure is the faster, with that run's CPU.
+``--body-kb`` sets the size of the benchmark email (``benchmarks/comparison.py``: 0 is
+the short body, 30 an HTML order confirmation of about 30 KB); with a list, Herald is
+measured at each size in every round, every figure reported per size
+(``herald.body_<N>kb``), the baselines (whose workflows carry no body) once per round.
+
+Prints one JSON object: the body sizes; ``summary``, every rate and ratio over the
+rounds as its median, lowest and highest, beside the median CPU ms per item of every
+process (the Temporal server, the workers, the API, PostgreSQL, this process with the
+sinks as ``client_and_sinks``, the whole ``machine``); the history shapes; every round.
+
+``--webhook`` also runs ``herald webhooks`` and measures Herald a second time at each size
+with one webhook endpoint (a local receiver answering 200) subscribed to every event:
+``with_webhook.ratio`` is that rate over the rate without, from the same round, and
+``with_webhook.drain_seconds`` how long from the first submission until the receiver had
+the last event.
 """
 
 from __future__ import annotations
@@ -26,14 +40,22 @@ import argparse
 import asyncio
 import contextlib
 import json
-import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
+from temporalio.client import Client
+
 from benchmarks.bare import BareLocalWorkflow, BareWorkflow
+from benchmarks.comparison import (
+    bodies,
+    body_label,
+    body_sizes,
+    positive,
+    summarize,
+    use_herald_body,
+)
 from benchmarks.environment import BenchHerald, CpuMeter, local_herald, pid_of
 from benchmarks.load import LoadGenerator, closed_loop
 from benchmarks.webhook import WebhookReceiver, drained, subscribe, unsubscribe
@@ -42,85 +64,103 @@ from devtools.histories import shape
 from devtools.processes import ManagedProcess
 from devtools.sinks import Sinks
 from herald.settings import Settings
+from herald.temporal import connect
 
 
-async def bare_rate(
-    server: TemporalDevServer,
-    count: int,
-    concurrency: int,
-    logs: Path,
-    cpu_ms: dict[str, float],
-    *,
-    burst: bool,
-    workflow: type = BareWorkflow,
-) -> float:
-    """Workflows per second for the baseline (CPU ms per workflow go into ``cpu_ms``).
+class BaselineWorker:
+    """The baselines' worker (``benchmarks/bare.py``, on Herald's runtime): one process for
+    the whole benchmark, as Herald's workers are, serving both baseline workflows on one
+    task queue, and warmed as Herald is (one run of each workflow) before any measurement.
+    Use as an async context manager."""
 
-    ``burst``: start all ``count`` as fast as the server takes them (``concurrency``
-    starts at a time), then wait until all have completed: what the Herald run does
-    through its API. Otherwise each of ``concurrency`` callers starts one and waits for
-    its result before starting the next, so at most ``concurrency`` are ever open.
-    """
-    from temporalio.client import Client
+    client: Client  # connected on entry
 
-    kind = "bare" if workflow is BareWorkflow else "bare_local"
-    mode = "burst" if burst else "closed"
-    queue = f"{kind}-{mode}-{uuid.uuid4().hex[:6]}"
-    worker = ManagedProcess(
-        "bare-worker", [sys.executable, "-m", "benchmarks.bare", server.address, queue], {}, logs
-    ).start()
-    try:
-        client = await Client.connect(server.address)
-        await client.execute_workflow(
+    def __init__(self, bench: BenchHerald) -> None:
+        self.server = bench.server
+        self.settings = bench.settings
+        self.queue = f"bare-{uuid.uuid4().hex[:6]}"
+        concurrency = str(bench.settings.worker_concurrency)
+        self.process = ManagedProcess(
+            "bare-worker",
+            [sys.executable, "-m", "benchmarks.bare", self.queue, concurrency],
+            bench.settings.as_env(),
+            bench.work,
+        )
+        self._started = 0  # workflows started on the queue so far
+
+    async def __aenter__(self) -> BaselineWorker:
+        self.process.start()
+        self.client = await connect(self.settings)
+        for workflow in (BareWorkflow, BareLocalWorkflow):
+            await self._run(workflow, f"warm-up-{workflow.__name__}", wait=True)
+        await self._all_completed()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.process.stop()
+
+    async def _run(self, workflow: type, workflow_id: str, *, wait: bool) -> None:
+        self._started += 1
+        run = self.client.execute_workflow if wait else self.client.start_workflow
+        await run(
             workflow.run,  # type: ignore[attr-defined]
-            "warm-up",
-            id=f"bare-warm-{queue}",
-            task_queue=queue,
+            workflow_id,
+            id=f"{self.queue}-{workflow_id}",
+            task_queue=self.queue,
         )
-        meter = CpuMeter({"temporal": pid_of(server), "worker": pid_of(worker)}, servers=())
-        started = time.perf_counter()
-        run = client.start_workflow if burst else client.execute_workflow
-        await closed_loop(
-            count,
-            concurrency,
-            lambda i: run(
-                workflow.run,  # type: ignore[attr-defined]
-                str(i),
-                id=f"{queue}-{i}",
-                task_queue=queue,
-            ),
-        )
-        done = f'TaskQueue="{queue}" AND ExecutionStatus="Completed"'
-        while burst and (await client.count_workflows(done)).count < count + 1:
+
+    async def _all_completed(self) -> None:
+        """Wait until every workflow started on the queue shows as completed."""
+        done = f'TaskQueue="{self.queue}" AND ExecutionStatus="Completed"'
+        while (await self.client.count_workflows(done)).count < self._started:
             await asyncio.sleep(0.2)
-        rate = count / (time.perf_counter() - started)
-        cpu_ms.update({f"{kind}_{mode}.{name}": ms for name, ms in meter.per_item(count).items()})
-        return rate
-    finally:
-        worker.stop()
 
+    async def rate(
+        self, workflow: type, count: int, concurrency: int, *, burst: bool
+    ) -> tuple[float, dict[str, float]]:
+        """Workflows per second for one baseline, and CPU ms per workflow by process.
 
-async def baselines(
-    bench: BenchHerald,
-    count: int,
-    concurrency: int,
-    cpu_ms: dict[str, float],
-    runs: dict[str, float],
-    *,
-    burst: bool,
-) -> None:
-    """Measure both baselines one way (see ``bare_rate``); rates go into ``runs``."""
-    for workflow in (BareWorkflow, BareLocalWorkflow):
-        mode = "burst" if burst else "closed"
-        runs[f"{workflow.__name__}.{mode}"] = await bare_rate(
-            bench.server, count, concurrency, bench.work, cpu_ms, burst=burst, workflow=workflow
+        ``burst``: start all ``count`` as fast as the server takes them (``concurrency``
+        starts at a time), then wait until all have completed: what the Herald run does
+        through its API. Otherwise each of ``concurrency`` callers starts one and waits
+        for its result before starting the next, so at most ``concurrency`` are ever open.
+        """
+        run = f"{workflow.__name__}-{'burst' if burst else 'closed'}-{uuid.uuid4().hex[:6]}"
+        meter = CpuMeter({"temporal": pid_of(self.server), "worker": pid_of(self.process)}, ())
+        started = time.perf_counter()
+        await closed_loop(
+            count, concurrency, lambda i: self._run(workflow, f"{run}-{i}", wait=not burst)
         )
+        if burst:
+            await self._all_completed()
+        rate = count / (time.perf_counter() - started)
+        cpu_ms = meter.per_item(count)
+        await self._all_completed()  # the next run starts with none of this one open
+        return rate, cpu_ms
+
+
+async def baseline_figures(
+    baselines: BaselineWorker, count: int, concurrency: int
+) -> dict[str, dict[str, Any]]:
+    """Both baselines, each measured in a burst and in a closed loop (see
+    ``BaselineWorker.rate``) and reported at the faster of the two, with that run's CPU."""
+    figures = {}
+    for name, workflow in (("bare", BareWorkflow), ("bare_local", BareLocalWorkflow)):
+        runs = {
+            mode: await baselines.rate(workflow, count, concurrency, burst=mode == "burst")
+            for mode in ("burst", "closed")
+        }
+        per_second, cpu_ms = max(runs.values(), key=lambda run: run[0])
+        figures[name] = {
+            "per_minute": round(per_second * 60),
+            "runs_per_minute": {mode: round(run[0] * 60) for mode, run in runs.items()},
+            "cpu_ms_per_item": {process: round(ms, 2) for process, ms in cpu_ms.items()},
+        }
+    return figures
 
 
 async def history_shapes(server: TemporalDevServer) -> dict[str, dict[str, int]]:
     """Events, workflow tasks and billable actions of one completed run of each kind."""
-    from temporalio.client import Client
-
     client = await Client.connect(server.address)
     shapes = {}
     for name, query in (
@@ -171,16 +211,76 @@ async def webhook_rate(
         "per_second": run["per_second"],
         "events": receiver.received - received,
         "drain_seconds": round(drain, 2),
-        "cpu_ms": {f"with_webhook.{name}": ms for name, ms in cpu_ms.items()},
+        "cpu_ms_per_item": by_process(cpu_ms),
     }
+
+
+def by_process(cpu_ms: dict[str, float]) -> dict[str, float]:
+    """``LoadGenerator.rate``'s CPU ms per notification, keyed by process alone."""
+    return {name.removeprefix("herald."): round(ms, 2) for name, ms in cpu_ms.items()}
+
+
+async def herald_figures(
+    bench: BenchHerald,
+    load: LoadGenerator,
+    receiver: WebhookReceiver | None,
+    count: int,
+    kb: int,
+) -> dict[str, Any]:
+    """One measured run of Herald with bodies of ``kb`` (and one with the webhook
+    endpoint, if ``receiver``)."""
+    cpu_ms: dict[str, float] = {}
+    run = await load.rate(count, bench.pids(), cpu_ms)
+    figures: dict[str, Any] = {
+        "per_minute": round(run["per_second"] * 60),
+        "accept_per_minute": round(run["accept_per_second"] * 60),
+        "cpu_ms_per_item": by_process(cpu_ms),
+    }
+    if receiver is not None:
+        hooked = await webhook_rate(bench, load, receiver, count)
+        figures["with_webhook"] = {
+            "per_minute": round(hooked["per_second"] * 60),
+            "ratio": round(hooked["per_second"] / run["per_second"], 3),
+            "events": hooked["events"],
+            "drain_seconds": hooked["drain_seconds"],
+            "cpu_ms_per_item": hooked["cpu_ms_per_item"],
+        }
+    return figures
+
+
+async def herald_sizes(
+    bench: BenchHerald,
+    load: LoadGenerator,
+    receiver: WebhookReceiver | None,
+    count: int,
+    sizes: list[int],
+    body: int,
+) -> dict[str, dict[str, Any]]:
+    """Herald measured at each body size in turn (``herald_figures``), by size; ``body`` is
+    the size its template has now."""
+    figures = {}
+    for kb in sizes:
+        if kb != body:
+            await use_herald_body(load, kb)
+            body = kb
+        figures[body_label(kb)] = await herald_figures(bench, load, receiver, count, kb)
+    return figures
 
 
 async def main() -> None:
     """Run the measurements round by round and print them."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=positive, default=1000, help="workflows per measured run")
+    parser.add_argument("--concurrency", type=positive, default=32, help="callers at once")
+    parser.add_argument("--rounds", type=positive, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--body-kb",
+        type=body_sizes,
+        default=[0],
+        help="email body sizes in KB, comma-separated (0: the short body; e.g. 0,30)",
+    )
     parser.add_argument(
         "--webhook", action="store_true", help="also measure with one webhook endpoint"
     )
@@ -191,68 +291,40 @@ async def main() -> None:
     async with local_herald("bench", **overrides) as bench, contextlib.AsyncExitStack() as stack:
         await bench.start("api", "core", "email", *(["webhooks"] if args.webhook else []))
         receiver = await stack.enter_async_context(WebhookReceiver()) if args.webhook else None
-        async with LoadGenerator(bench.settings, bench.sinks, args.concurrency) as load:
-            for _ in range(args.rounds):
-                # Each round measures the baselines right before and right after Herald,
-                # so all meet the server's tables and the machine's speed alike.
-                cpu_ms: dict[str, float] = {}
-                runs: dict[str, float] = {}
-
-                await baselines(bench, args.count, args.concurrency, cpu_ms, runs, burst=True)
-                herald = await load.rate(args.count, bench.pids(), cpu_ms)
-                hooked = None
-                if receiver is not None:
-                    hooked = await webhook_rate(bench, load, receiver, args.count)
-                    cpu_ms.update(hooked.pop("cpu_ms"))
-                await baselines(bench, args.count, args.concurrency, cpu_ms, runs, burst=False)
-                # Each baseline is the faster of its two runs: started in one burst and
-                # drained (as Herald's notifications are), or in a closed loop with at most
-                # ``concurrency`` open (no backlog on the server).
-                bare = max(runs["BareWorkflow.burst"], runs["BareWorkflow.closed"])
-                local = max(runs["BareLocalWorkflow.burst"], runs["BareLocalWorkflow.closed"])
-                webhook = (
-                    {
-                        "herald_webhook_per_minute": round(hooked["per_second"] * 60),
-                        "webhook_ratio": round(hooked["per_second"] / herald["per_second"], 3),
-                        "webhook_events": hooked["events"],
-                        "webhook_drain_seconds": hooked["drain_seconds"],
-                    }
-                    if hooked
-                    else {}
-                )
-                rounds.append(
-                    webhook
-                    | {
-                        "herald_per_minute": round(herald["per_second"] * 60),
-                        "herald_accept_per_minute": round(herald["accept_per_second"] * 60),
-                        "bare_workflows_per_minute": round(bare * 60),
-                        "bare_local_workflows_per_minute": round(local * 60),
-                        "ratio_to_bare": round(herald["per_second"] / bare, 3),
-                        "ratio_to_bare_local": round(herald["per_second"] / local, 3),
-                        "baseline_runs_per_minute": {k: round(v * 60) for k, v in runs.items()},
-                        "cpu_ms_per_item": {name: round(ms, 1) for name, ms in cpu_ms.items()},
-                    }
-                )
-        shapes = await history_shapes(bench.server)
-    summary = {
-        key: statistics.median([r[key] for r in rounds])
-        for key in (
-            "herald_per_minute",
-            "bare_workflows_per_minute",
-            "bare_local_workflows_per_minute",
-            "ratio_to_bare",
-            "ratio_to_bare_local",
-            *(["herald_webhook_per_minute", "webhook_ratio"] if args.webhook else []),
+        load = await stack.enter_async_context(
+            LoadGenerator(bench.settings, bench.sinks, args.concurrency)
         )
-    }
+        baselines = await stack.enter_async_context(BaselineWorker(bench))
+        for number in range(args.rounds):
+            # Herald first in odd rounds, the baselines first in even ones: each meets the
+            # server's tables and the machine's speed as often right after the other.
+            herald_first = number % 2 == 0
+            if not herald_first:
+                baseline = await baseline_figures(baselines, args.count, args.concurrency)
+            # LoadGenerator's template starts with the short body; a round ends on the last.
+            body = args.body_kb[-1] if number else 0
+            herald = await herald_sizes(bench, load, receiver, args.count, args.body_kb, body)
+            if herald_first:
+                baseline = await baseline_figures(baselines, args.count, args.concurrency)
+            for figures in herald.values():
+                for name in ("bare", "bare_local"):
+                    figures[f"ratio_to_{name}"] = round(
+                        figures["per_minute"] / baseline[name]["per_minute"], 3
+                    )
+            rounds.append(
+                {"first": "herald" if herald_first else "baselines"} | baseline | {"herald": herald}
+            )
+        shapes = await history_shapes(bench.server)
     print(
         json.dumps(
             {
                 "notifications": args.count,
                 "concurrency": args.concurrency,
-                # Medians over the rounds: the machine's speed drifts within minutes, and
-                # each round's ratio compares runs taken back to back.
-                "median": summary,
+                "bodies": bodies(args.body_kb),
+                # Over the rounds: the median, the lowest and the highest of every figure
+                # (the machine's speed drifts within minutes; each round's ratios compare
+                # runs taken back to back), and the median CPU per process beside each.
+                "summary": summarize(rounds),
                 "history_per_run": shapes,
                 "rounds": rounds,
             }

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -117,6 +117,26 @@ def core_worker(
     )
 
 
+class Slots(TypedDict):
+    """A worker's slot limits (``Worker``'s keyword arguments of those names)."""
+
+    max_concurrent_activities: int
+    max_concurrent_local_activities: int
+    max_concurrent_workflow_tasks: int
+
+
+def channel_slots(concurrency: int) -> Slots:
+    """A channel worker's slots for ``concurrency`` sends at once (also the benchmarks'
+    baseline worker's, so that a ratio to it compares workflows, not settings): twice as
+    many notifications in hand as sends, the next ones prepared while the provider holds
+    the current ones (its connections bound the sends)."""
+    return Slots(
+        max_concurrent_activities=concurrency,
+        max_concurrent_local_activities=2 * concurrency,
+        max_concurrent_workflow_tasks=2 * concurrency,
+    )
+
+
 def channel_worker(
     client: Client,
     channel: Channel,
@@ -137,11 +157,7 @@ def channel_worker(
         # See core_worker: the sandbox's checks run in the replay tests.
         workflow_runner=UnsandboxedWorkflowRunner(),
         activities=[send, prepare.prepare, status.record_status, status.record_accepted],
-        max_concurrent_activities=concurrency,
-        # Twice as many notifications in hand as sends: the next ones are prepared while
-        # the provider holds the current ones (its connections bound the sends).
-        max_concurrent_local_activities=2 * concurrency,
-        max_concurrent_workflow_tasks=2 * concurrency,
+        **channel_slots(concurrency),
         # Temporal paces the regular activity; the first attempt (a local activity) takes
         # its turn from the shared limiter in Redis (activities/providers/sendrate.py).
         max_task_queue_activities_per_second=channel_rate(channel, settings),
