@@ -108,6 +108,23 @@ def body_sizes(value: str) -> list[int]:
     return sizes
 
 
+def arguments(doc: str | None, measured: str) -> argparse.ArgumentParser:
+    """The options both comparisons take (``measured``: what ``--count`` counts)."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=positive, default=1000, help=f"{measured} per measured run")
+    parser.add_argument("--concurrency", type=positive, default=32, help="callers at once")
+    parser.add_argument("--rounds", type=positive, default=3, help="interleaved rounds")
+    parser.add_argument(
+        "--body-kb",
+        type=body_sizes,
+        default=[0],
+        help="email body sizes in KB, comma-separated (0: the short body; e.g. 0,30)",
+    )
+    return parser
+
+
 def body_label(kb: int) -> str:
     """The key of one body size's figures in a benchmark's JSON."""
     return f"body_{kb}kb"

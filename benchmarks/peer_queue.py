@@ -24,16 +24,14 @@ plain queue and the ratio of their machine CPU per email.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from typing import Any
 
 from benchmarks.comparison import (
+    arguments,
     bodies,
     body_label,
-    body_sizes,
-    positive,
     rendered,
     summarize,
     use_herald_body,
@@ -67,18 +65,7 @@ class PlainQueueEmails:
 
 async def main() -> None:
     """Set up both systems, measure them round by round, print."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--count", type=positive, default=1000, help="emails per measured run")
-    parser.add_argument("--concurrency", type=positive, default=32, help="callers at once")
-    parser.add_argument("--rounds", type=positive, default=3, help="interleaved rounds")
-    parser.add_argument(
-        "--body-kb",
-        type=body_sizes,
-        default=[0],
-        help="email body sizes in KB, comma-separated (0: the short body; e.g. 0,30)",
-    )
+    parser = arguments(__doc__, "emails")
     args = parser.parse_args()
 
     rounds: list[dict[str, Any]] = []

@@ -36,7 +36,6 @@ the last event.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -49,10 +48,9 @@ from temporalio.client import Client
 
 from benchmarks.bare import BareLocalWorkflow, BareWorkflow
 from benchmarks.comparison import (
+    arguments,
     bodies,
     body_label,
-    body_sizes,
-    positive,
     summarize,
     use_herald_body,
 )
@@ -269,18 +267,7 @@ async def herald_sizes(
 
 async def main() -> None:
     """Run the measurements round by round and print them."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--count", type=positive, default=1000, help="workflows per measured run")
-    parser.add_argument("--concurrency", type=positive, default=32, help="callers at once")
-    parser.add_argument("--rounds", type=positive, default=3, help="interleaved rounds")
-    parser.add_argument(
-        "--body-kb",
-        type=body_sizes,
-        default=[0],
-        help="email body sizes in KB, comma-separated (0: the short body; e.g. 0,30)",
-    )
+    parser = arguments(__doc__, "workflows")
     parser.add_argument(
         "--webhook", action="store_true", help="also measure with one webhook endpoint"
     )

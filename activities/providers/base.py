@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from activities.providers.sendrate import SendRate
 from herald import statuslog
 from herald.contracts import (
     AttemptFailed,
+    Channel,
+    RenderedMessage,
     SendRequest,
     SendResult,
     Status,
@@ -113,6 +116,17 @@ class Provider(ABC):
         """Whether the provider accepts these credentials, asked without sending anything
         to anyone (``POST /v1/integrations/{id}/check``): ``(ok, detail)``."""
         return False, f"{self.name}: checking credentials is not supported for this provider"
+
+
+def probe_request(channel: Channel, address: str) -> SendRequest:
+    """A message to an address that cannot exist, for a ``check`` that asks a provider
+    about its credentials: the provider refuses the address after accepting them."""
+    return SendRequest(
+        notification_id=uuid.uuid4(),
+        channel=channel,
+        address=address,
+        message=RenderedMessage(template_version=0, locale="en", body="check"),
+    )
 
 
 class ProviderActivity:

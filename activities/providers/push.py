@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +24,9 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from activities.providers.base import ProviderError
+from activities.providers.base import ProviderError, probe_request
 from activities.providers.http import HttpProvider, _error_text, _retry_after
-from herald.contracts import Channel, RenderedMessage, SendRequest
+from herald.contracts import Channel, SendRequest
 from herald.settings import Settings
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -241,12 +240,7 @@ class FcmProvider(HttpProvider):
         credentials (and mints a token from a service account) first, then validates the
         message without delivering it; an invalid device token still means the
         credentials were accepted."""
-        probe = SendRequest(
-            notification_id=uuid.uuid4(),
-            channel=Channel.push,
-            address="herald-credentials-check",
-            message=RenderedMessage(template_version=0, locale="en", body="check"),
-        )
+        probe = probe_request(Channel.push, "herald-credentials-check")
         try:
             response = await self._client.send(
                 self.build_request(probe, validate_only=True), auth=self.auth

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import jwt
 
-from activities.providers.base import Provider, ProviderError
+from activities.providers.base import Provider, ProviderError, probe_request
 from activities.providers.http import HttpProvider, _error_text, _retry_after
 from activities.providers.registry import provider_factory
-from herald.contracts import Channel, RenderedMessage, SendRequest
+from herald.contracts import Channel, SendRequest
 from herald.settings import Settings
 
 
@@ -164,12 +164,7 @@ class ApnsProvider(Provider):
         """A push to a device token that cannot exist: APNs checks the provider token and
         topic first (403, 400 TopicDisallowed) and only then refuses the device
         (``BadDeviceToken``), so nothing reaches anyone."""
-        probe = SendRequest(
-            notification_id=uuid.uuid4(),
-            channel=Channel.push,
-            address="00",
-            message=RenderedMessage(template_version=0, locale="en", body="check"),
-        )
+        probe = probe_request(Channel.push, "00")
         try:
             response = await self._send(probe)
         except ProviderError as err:
