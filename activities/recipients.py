@@ -123,31 +123,42 @@ class RecipientActivities:
                     },
                 )
             ).first()
-            if user is None:
-                return Recipient(suppressed_reason=f"unknown user {lookup.user_id!r}")
-            stopped = opted_out(user.preferences or {}, lookup.channel, user.category)
-            if stopped is not None:
-                return Recipient(suppressed_reason=stopped, category=user.category)
-            address: str | None
-            if lookup.channel is Channel.email:
-                address, missing = user.email, "user has no email address"
-            elif lookup.channel is Channel.sms:
-                address, missing = user.phone, "user has no phone number"
-            elif lookup.channel is Channel.chat:
-                address = chat.encode(user.chat) if user.chat else None
-                missing = "user has no chat address"
-            elif lookup.channel is Channel.inapp:
-                # The inbox is the user's own: no address to look up.
-                address, missing = lookup.user_id, ""
-            else:
-                address = (await conn.execute(_NEWEST_DEVICE, who)).scalar()
-                missing = "user has no push device"
-        if not address:
-            return Recipient(suppressed_reason=missing, category=user.category)
-        return Recipient(
-            address=address,
-            locale=user.locale,
-            quiet_hours=QuietHours.model_validate(user.quiet_hours) if user.quiet_hours else None,
-            timezone=user.timezone,
-            category=user.category,
-        )
+            device = None
+            if user is not None and lookup.channel is Channel.push:
+                device = (await conn.execute(_NEWEST_DEVICE, who)).scalar()
+        return recipient_of(user, lookup, user.category if user is not None else None, device)
+
+
+def recipient_of(
+    user: Any, lookup: RecipientLookup, category: str | None, device: str | None
+) -> Recipient:
+    """The recipient ``user`` (a row of the user's columns, None for an unknown user) is
+    on ``lookup.channel`` for a template of ``category``, or why they cannot be reached;
+    ``device`` is the user's newest push token."""
+    if user is None:
+        return Recipient(suppressed_reason=f"unknown user {lookup.user_id!r}")
+    stopped = opted_out(user.preferences or {}, lookup.channel, category)
+    if stopped is not None:
+        return Recipient(suppressed_reason=stopped, category=category)
+    address: str | None
+    if lookup.channel is Channel.email:
+        address, missing = user.email, "user has no email address"
+    elif lookup.channel is Channel.sms:
+        address, missing = user.phone, "user has no phone number"
+    elif lookup.channel is Channel.chat:
+        address = chat.encode(user.chat) if user.chat else None
+        missing = "user has no chat address"
+    elif lookup.channel is Channel.inapp:
+        # The inbox is the user's own: no address to look up.
+        address, missing = lookup.user_id, ""
+    else:
+        address, missing = device, "user has no push device"
+    if not address:
+        return Recipient(suppressed_reason=missing, category=category)
+    return Recipient(
+        address=address,
+        locale=user.locale,
+        quiet_hours=QuietHours.model_validate(user.quiet_hours) if user.quiet_hours else None,
+        timezone=user.timezone,
+        category=category,
+    )

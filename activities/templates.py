@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
+from cachetools import TTLCache
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
-from sqlalchemy import RowMapping, Select, bindparam, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -23,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.digests import with_digest_items
 from activities.recipients import notification_of_caller
-from herald.contracts import TRANSACTIONAL, Channel, RenderedMessage, RenderRequest
+from herald.contracts import TRANSACTIONAL, Channel, RenderedMessage, RenderRequest, SendRequest
 from herald.db import Notification, Template, single_statements
 from herald.settings import Settings
 from herald.templating import (
@@ -60,6 +62,13 @@ _LATEST, _PINNED = _versions(pinned=False), _versions(pinned=True)
 _USER_OF = select(Notification.user_id).where(Notification.id == bindparam("notification_id"))
 
 
+# Bodies ``prepare`` rendered, waiting for the send step of the same workflow task (a
+# few milliseconds, unless quiet hours hold the send): bounded in number and in time, a
+# body not taken is rendered again by its send step.
+KEPT_BODIES_MAX = 2048
+KEPT_BODIES_SECONDS = 600.0
+
+
 class TemplateActivities:
     """Built once per worker around the process's engine and settings (the unsubscribe
     links' secret and public URL, and the render limits)."""
@@ -68,8 +77,35 @@ class TemplateActivities:
         self._engine = engine
         self._settings = settings
         self._limits = RenderLimits.of(settings)
+        self._bodies: TTLCache[tuple[uuid.UUID, int], str] = TTLCache(
+            KEPT_BODIES_MAX, KEPT_BODIES_SECONDS
+        )
 
-    async def _load(self, request: RenderRequest) -> RowMapping | None:
+    def keep_body(self, notification_id: uuid.UUID, cycle: int, body: str) -> None:
+        """Keep a body rendered for the first channel's send step of this cycle."""
+        self._bodies[notification_id, cycle] = body
+
+    async def with_body(self, request: SendRequest) -> SendRequest:
+        """``request`` with its message's body: the one kept for it by ``prepare`` in this
+        process, or the same version and locale rendered again (a retry, another worker,
+        a body kept for too long)."""
+        if request.render is None or request.message.body:
+            return request
+        body = self._bodies.pop((request.notification_id, request.cycle), None)
+        if body is None:
+            again = request.render.model_copy(
+                update={
+                    "data": request.data,
+                    "version": request.message.template_version,
+                    "locale": request.message.locale,
+                }
+            )
+            body = (await self.render_template(again)).body
+        return request.model_copy(
+            update={"message": request.message.model_copy(update={"body": body})}
+        )
+
+    async def _load(self, request: RenderRequest) -> dict[str, Any] | None:
         """The latest (or the pinned) version in the best locale, in one query."""
         params = {
             "tenant_id": request.tenant_id,
@@ -83,12 +119,18 @@ class TemplateActivities:
             rows = (await conn.execute(query, params)).mappings()
             candidates = {row["locale"]: row for row in rows}
         locale = pick_locale(list(candidates), request.locale)
-        return None if locale is None else candidates[locale]
+        return None if locale is None else dict(candidates[locale])
 
     @activity.defn(name="render_template")
     async def render_template(self, request: RenderRequest) -> RenderedMessage:
         """Render the template for this notification, or fail it for good."""
-        template = await self._load(request)
+        return await self.render_loaded(request, await self._load(request))
+
+    async def render_loaded(
+        self, request: RenderRequest, template: Mapping[str, Any] | None
+    ) -> RenderedMessage:
+        """Render ``template`` (the version ``_load`` would pick: ``locale``, ``version``,
+        ``subject``, ``body``, ``category``; None if there is none) for ``request``."""
         if template is None:
             raise ApplicationError(
                 f"template {request.template!r} has no {request.channel.value} version",
@@ -138,7 +180,7 @@ class TemplateActivities:
         )
 
     def _render(
-        self, template: RowMapping, data: dict[str, Any], *, email: bool
+        self, template: Mapping[str, Any], data: dict[str, Any], *, email: bool
     ) -> tuple[str, str | None]:
         """``(body, subject)`` within the limits (blocks its thread for up to the time
         limit per part)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
@@ -12,10 +12,11 @@ from fastapi.responses import FileResponse
 from api.admission import SubmissionGate
 from api.backends import Backends
 from api.console import STATIC, create_console
+from api.eager import eager_workers
 from api.errors import install_error_handlers
 from api.middleware import AccessMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from api.ratelimit import RateLimiter
-from api.revocations import RevocationListener
+from api.revocations import revocation_listener, template_listener
 from api.routes import (
     api_keys,
     batch,
@@ -54,7 +55,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings)
-        temporal = await connect(settings, lazy=True)
+        # Lazy, so the API starts while Temporal is down; but a worker (eager start)
+        # needs a connected client.
+        temporal = await connect(settings, lazy=not settings.api_eager)
+        workers = AsyncExitStack()
+        if settings.api_eager:
+            await workers.enter_async_context(eager_workers(temporal, settings))
         app.state.backends = Backends(
             engine=engine,
             temporal=temporal,
@@ -65,9 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.api_keys = ApiKeyCache(engine, settings.api_key_cache_seconds)
         app.state.rate_limiter = RateLimiter(settings.redis_url)
-        revocations = RevocationListener(settings.database_url, app.state.api_keys)
+        revocations = revocation_listener(settings.database_url, app.state.api_keys)
         revocations.start()
         app.state.revocations = revocations
+        # The intake's latest template versions are remembered while this listens.
+        templates = template_listener(settings.database_url)
+        templates.start()
         # One LISTEN connection feeds every inbox stream of this process.
         app.state.inbox_hub = InboxHub(settings.database_url)
         app.state.inbox_hub.start()
@@ -78,8 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
         retrying.cancel()
+        await workers.aclose()
         await app.state.inbox_hub.stop()
         await revocations.stop()
+        await templates.stop()
         await app.state.rate_limiter.close()
         await engine.dispose()
 

@@ -17,8 +17,9 @@ to it compares workflows, not runtimes:
   AES-256-GCM payload codec), here and on the client that starts the baselines, so they
   pay for encryption as Herald does;
 - for the same ``CONCURRENCY`` (Herald's ``--concurrency``, by default
-  ``HERALD_WORKER_CONCURRENCY``), the same slots (``workers.main.channel_slots``) and
-  the SDK's default pollers, as Herald's.
+  ``HERALD_WORKER_CONCURRENCY``), the same slots and pollers
+  (``workers.main.channel_slots``: ``HERALD_WORKER_*_POLLS`` and
+  ``HERALD_WORKER_NONSTICKY_POLL_RATIO``), as Herald's.
 
 Left out as Herald's own work rather than its runtime: its correlation interceptor, its
 send-rate limit (none unless configured) and its graceful-shutdown handling.
@@ -85,7 +86,7 @@ async def serve(settings: Settings, task_queue: str, concurrency: int) -> None:
         workflows=[BareWorkflow, BareLocalWorkflow],
         activities=[noop],
         workflow_runner=UnsandboxedWorkflowRunner(),
-        **channel_slots(concurrency),
+        **channel_slots(concurrency, settings),
     ):
         await stop.wait()
 

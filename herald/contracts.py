@@ -441,6 +441,13 @@ class SendRequest(BaseModel):
     announce_retries: bool = True
     # A test key's notification: answered by the test-mode provider by address.
     test: bool = False
+    # ``message.body`` was left out of the history: the send step takes the body its
+    # worker's ``prepare`` rendered, or renders this again (its ``data`` is ``data``).
+    render: RenderRequest | None = None
+    # What ``prepare`` found this cycle recorded, and when it looked (the first attempt,
+    # run locally, sends only if nothing was, and looks again if that is not recent).
+    recorded: SendResult | None = None
+    checked_at: datetime | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -539,6 +546,10 @@ class PrepareRequest(BaseModel):
 
     lookup: RecipientLookup
     render: RenderRequest
+    # Set when this worker's own send step follows (the first channel's local attempt):
+    # the rendered body waits in this process for it instead of going into the history,
+    # and the cycle's recorded acceptance, if any, comes back.
+    cycle: int | None = None
 
 
 class Prepared(BaseModel):
@@ -548,6 +559,14 @@ class Prepared(BaseModel):
     recipient: Recipient
     message: RenderedMessage | None = None
     render_error: str | None = None
+    # The message's body is kept by the worker for its send step (``message.body`` is
+    # empty here): the step takes it, or renders the same version and locale again.
+    body_kept: bool = False
+    # The provider's acceptance of this cycle, already recorded: this step ran again
+    # after a crash that came after the send.
+    recorded: SendResult | None = None
+    # When the lookup read what the cycle had recorded.
+    checked_at: datetime | None = None
 
 
 # --- Digests (``workflows/digest.py``) ---

@@ -109,12 +109,12 @@ def digest_input(notification: NotificationInput) -> DigestInput:
 def _visibility(notification: NotificationInput) -> dict[str, Any]:
     """Search attributes and summary of a digest: ``scheduled`` while it collects."""
     assert notification.digest is not None
-    attributes = [
-        pair for pair in search.at_start(notification) if pair.key.name != search.STATUS.name
-    ]
     return {
         "search_attributes": TypedSearchAttributes(
-            [SearchAttributePair(search.STATUS, Status.scheduled.value), *attributes]
+            [
+                SearchAttributePair(search.STATUS, Status.scheduled.value),
+                *search.at_start(notification),
+            ]
         ),
         "static_summary": (
             f"digest {notification.digest.key} · {notification.channel.value} · template "

@@ -74,16 +74,20 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, str] = {
 
 
 def at_start(notification: NotificationInput) -> TypedSearchAttributes:
-    """The attributes a notification's workflow starts with (status ``accepted``)."""
+    """The attributes a notification's workflow starts with: what it is, not yet a status.
+
+    A clean send never gets ``HeraldStatus``: it is sent in its first workflow task,
+    and the run's own state (Running, Completed) says all there is. The workflow sets the
+    status (with ``HeraldAttempts`` and ``HeraldStatusSince``) at its first transition
+    that lasts beyond that task (scheduled, retrying, suppressed, failed, ...) and keeps it
+    current to the end, so every notification that is not a clean send is found by it.
+    """
     return TypedSearchAttributes(
         [
-            SearchAttributePair(STATUS, Status.accepted.value),
             SearchAttributePair(CHANNEL, notification.channel.value),
             SearchAttributePair(TEMPLATE, notification.template),
             SearchAttributePair(TENANT, notification.tenant),
             SearchAttributePair(RECIPIENT, notification.user_id),
-            SearchAttributePair(ATTEMPTS, 0),
-            SearchAttributePair(STATUS_SINCE, notification.created_at),
         ]
     )
 

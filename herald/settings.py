@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # wait is refused with 503 and Retry-After instead of queueing (see api/admission.py).
     api_max_concurrent_submissions: int = Field(default=64, ge=1)
     api_submission_wait_seconds: float = Field(default=0.25, ge=0)
+    # The API process also runs an email worker and asks Temporal to hand a new
+    # notification's first workflow task straight to it in the start's answer (eager
+    # start), saving a round trip through the task queue. The API then needs Temporal up
+    # to start (a worker cannot wait for a lazy connection). Other channels, and starts
+    # made elsewhere (bridge, broadcasts), go through their queues as before.
+    api_eager: bool = False
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025
@@ -163,6 +169,13 @@ class Settings(BaseSettings):
     amqp_publish_timeout_seconds: float = 10.0
 
     worker_concurrency: int = 100
+    # A channel worker's pollers: long polls open at once for workflow tasks (at least 2)
+    # and for activity tasks, and the share of the workflow polls on the channel's queue
+    # rather than the worker's sticky queue (at least one each). The defaults are the
+    # SDK's: 5 x 0.2 leaves one poller on the queue every new notification arrives on.
+    worker_workflow_task_polls: int = Field(default=5, ge=2, le=1000)
+    worker_nonsticky_poll_ratio: float = Field(default=0.2, gt=0, le=1)
+    worker_activity_task_polls: int = Field(default=5, ge=1, le=1000)
     log_level: str = "INFO"
 
     # Workers and the bridge serve /metrics, /healthz and /readyz here; 0 turns it off.

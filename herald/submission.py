@@ -31,7 +31,7 @@ from herald.contracts import (
     RetrySpec,
     workflow_id_for,
 )
-from herald.db import Notification, Template
+from herald.db import Notification, Template, single_statements
 from herald.settings import Settings
 from herald.templating import required_variables
 from herald.temporal import channel_task_queue
@@ -155,7 +155,7 @@ async def missing_templates_many(
         if not _known_templates.get((tenant_id, request.template, channel.value), False)
     }
     if unknown:
-        async with engine.connect() as conn:
+        async with single_statements(engine) as conn:
             found = await conn.execute(
                 select(Template.key, Template.channel)
                 .where(
@@ -198,35 +198,110 @@ def _needs(subject: str | None, body: str) -> frozenset[str]:
     return required_variables(body) | (required_variables(subject) if subject else frozenset())
 
 
+# Notified (``pg_notify``, by a trigger on ``templates``) with ``tenant:channel:key``
+# whenever a template gets a new version.
+TEMPLATE_CHANNEL: Final = "herald_template_versions"
+LATEST_VERSIONS_MAX: Final = 100_000
+
+_Pair = tuple[str, str]
+_Version = tuple[str, str, str, int]
+
+
+class LatestVersions:
+    """The latest version of each (tenant, template, channel) in each locale, remembered
+    only while a listener hears every new version (``api/revocations.py``); without one
+    (``listening`` unset), every submission asks PostgreSQL, so a new version counts at
+    once either way."""
+
+    def __init__(self) -> None:
+        self.listening = asyncio.Event()
+        self._versions: LRUCache[tuple[uuid.UUID, str, str], list[_Version]] = LRUCache(
+            LATEST_VERSIONS_MAX
+        )
+        # Bumped by every change heard: an answer read before it is not remembered.
+        self.generation = 0
+
+    def get(self, tenant_id: uuid.UUID, pair: _Pair) -> list[_Version] | None:
+        if not self.listening.is_set():
+            return None
+        return self._versions.get((tenant_id, *pair))
+
+    def remember(
+        self, tenant_id: uuid.UUID, pair: _Pair, versions: list[_Version], generation: int
+    ) -> None:
+        if self.listening.is_set() and generation == self.generation and versions:
+            self._versions[tenant_id, *pair] = versions
+
+    def forget(self, payload: str) -> None:
+        """``tenant:channel:key`` got a new version."""
+        self.generation += 1
+        tenant, channel, key = payload.split(":", 2)
+        try:
+            self._versions.pop((uuid.UUID(tenant), key, channel), None)
+        except ValueError:
+            self.forget_all()
+
+    def forget_all(self) -> None:
+        self.generation += 1
+        self._versions.clear()
+
+
+_latest = LatestVersions()
+
+
+def latest_versions_cache() -> LatestVersions:
+    """This process's ``LatestVersions``."""
+    return _latest
+
+
 async def latest_versions_many(
     engine: AsyncEngine, tenant_id: uuid.UUID, wanted: Collection[tuple[str, Channel]]
 ) -> dict[tuple[str, Channel], list[TemplateVersion]]:
-    """The latest version in each locale of each (template, channel), with what it needs;
-    one query, and one more for the sources of versions not seen before."""
+    """The latest version in each locale of each (template, channel), with what it needs:
+    remembered (``LatestVersions``), or one query, and one more for the sources of
+    versions not seen before."""
     if not wanted:
         return {}
     pairs = sorted({(key, channel.value) for key, channel in wanted})
-    async with engine.connect() as conn:
-        latest = (
-            await conn.execute(
-                select(Template.key, Template.channel, Template.locale, Template.version)
-                .where(
-                    Template.tenant_id == tenant_id,
-                    tuple_(Template.key, Template.channel).in_(pairs),
+    versions: list[_Version] = []
+    asked: list[_Pair] = []
+    for pair in pairs:
+        known = _latest.get(tenant_id, pair)
+        if known is None:
+            asked.append(pair)
+        else:
+            versions += known
+    needs: dict[_Version, frozenset[str]] = {}
+    unseen: list[_Version] = []
+    if asked:
+        generation = _latest.generation
+        async with single_statements(engine) as conn:
+            latest = (
+                await conn.execute(
+                    select(Template.key, Template.channel, Template.locale, Template.version)
+                    .where(
+                        Template.tenant_id == tenant_id,
+                        tuple_(Template.key, Template.channel).in_(asked),
+                    )
+                    .ext(distinct_on(Template.key, Template.channel, Template.locale))
+                    .order_by(
+                        Template.key, Template.channel, Template.locale, Template.version.desc()
+                    )
                 )
-                .ext(distinct_on(Template.key, Template.channel, Template.locale))
-                .order_by(Template.key, Template.channel, Template.locale, Template.version.desc())
-            )
-        ).all()
-        versions = [(row.key, row.channel, row.locale, row.version) for row in latest]
-        needs: dict[tuple[str, str, str, int], frozenset[str]] = {}
-        for version in versions:
-            # ``get`` (not ``in``) so a version in use stays recently used.
-            cached = _version_needs.get((tenant_id, *version))
-            if cached is not None:
-                needs[version] = cached
-        unseen = [version for version in versions if version not in needs]
-        if unseen:
+            ).all()
+        read = [(row.key, row.channel, row.locale, row.version) for row in latest]
+        for pair in asked:
+            _latest.remember(tenant_id, pair, [v for v in read if (v[0], v[1]) == pair], generation)
+        versions += read
+    for version in versions:
+        # ``get`` (not ``in``) so a version in use stays recently used.
+        cached = _version_needs.get((tenant_id, *version))
+        if cached is not None:
+            needs[version] = cached
+        else:
+            unseen.append(version)
+    if unseen:
+        async with single_statements(engine) as conn:
             sources = (
                 await conn.execute(
                     select(
@@ -244,13 +319,11 @@ async def latest_versions_many(
                     )
                 )
             ).all()
-            # Parsing is CPU work: off the event loop.
-            parsed = await asyncio.to_thread(
-                lambda: [_needs(row.subject, row.body) for row in sources]
-            )
-            for source, needed in zip(sources, parsed, strict=True):
-                version = (source.key, source.channel, source.locale, source.version)
-                needs[version] = _version_needs[tenant_id, *version] = needed
+        # Parsing is CPU work: off the event loop.
+        parsed = await asyncio.to_thread(lambda: [_needs(row.subject, row.body) for row in sources])
+        for source, needed in zip(sources, parsed, strict=True):
+            version = (source.key, source.channel, source.locale, source.version)
+            needs[version] = _version_needs[tenant_id, *version] = needed
     found: dict[tuple[str, Channel], list[TemplateVersion]] = {}
     for version in versions:
         key, channel, locale, number = version
@@ -293,11 +366,18 @@ async def start_notification(
     """Durably start the workflow; ``False`` if this notification id was started before.
 
     The workflow id is the notification id and ids are never reused for a new
-    notification, so a replayed request or redelivered message starts nothing.
+    notification, so a replayed request or redelivered message starts nothing. With
+    ``api_eager`` the first workflow task comes back with the start, for a worker of the
+    channel on this same client (the API's email worker); without one in this process
+    the SDK does not ask, and the task goes through the queue as always.
     """
     try:
         await _start(
-            client, settings, notification, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
+            client,
+            settings,
+            notification,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            request_eager_start=settings.api_eager,
         )
     except WorkflowAlreadyStartedError:
         return False

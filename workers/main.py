@@ -24,7 +24,7 @@ from typing import Any, TypedDict
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from activities.broadcasts import BroadcastActivities
 from activities.digests import DigestActivities
@@ -118,22 +118,34 @@ def core_worker(
 
 
 class Slots(TypedDict):
-    """A worker's slot limits (``Worker``'s keyword arguments of those names)."""
+    """A worker's slot limits and pollers (``Worker``'s keyword arguments of those names)."""
 
     max_concurrent_activities: int
     max_concurrent_local_activities: int
     max_concurrent_workflow_tasks: int
+    workflow_task_poller_behavior: PollerBehaviorSimpleMaximum
+    nonsticky_to_sticky_poll_ratio: float
+    activity_task_poller_behavior: PollerBehaviorSimpleMaximum
 
 
-def channel_slots(concurrency: int) -> Slots:
-    """A channel worker's slots for ``concurrency`` sends at once (also the benchmarks'
-    baseline worker's, so that a ratio to it compares workflows, not settings): twice as
-    many notifications in hand as sends, the next ones prepared while the provider holds
-    the current ones (its connections bound the sends)."""
+def channel_slots(concurrency: int, settings: Settings) -> Slots:
+    """A channel worker's slots for ``concurrency`` sends at once, and its pollers (also
+    the benchmarks' baseline worker's, so that a ratio to it compares workflows, not
+    settings): twice as many notifications in hand as sends, the next ones prepared while
+    the provider holds the current ones (its connections bound the sends)."""
     return Slots(
         max_concurrent_activities=concurrency,
         max_concurrent_local_activities=2 * concurrency,
         max_concurrent_workflow_tasks=2 * concurrency,
+        # A clean notification is one workflow task, mostly met on the channel's queue
+        # rather than the sticky one: the ratio sets how many polls wait there.
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(
+            settings.worker_workflow_task_polls
+        ),
+        nonsticky_to_sticky_poll_ratio=settings.worker_nonsticky_poll_ratio,
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(
+            settings.worker_activity_task_polls
+        ),
     )
 
 
@@ -147,9 +159,10 @@ def channel_worker(
 ) -> tuple[ProviderChain, Worker]:
     """The worker of one channel: its notifications' workflows, their local steps and
     the channel's provider activity (also their first attempt, run locally)."""
-    provider, send = channel_activity(channel, settings, engine, http)
+    templates = TemplateActivities(engine, settings)
+    provider, send = channel_activity(channel, settings, engine, http, templates)
     status = StatusActivities(engine)
-    prepare = PrepareActivities(RecipientActivities(engine), TemplateActivities(engine, settings))
+    prepare = PrepareActivities(engine, templates)
     worker = Worker(
         client,
         task_queue=channel_task_queue(channel, settings.task_queue_prefix),
@@ -157,7 +170,7 @@ def channel_worker(
         # See core_worker: the sandbox's checks run in the replay tests.
         workflow_runner=UnsandboxedWorkflowRunner(),
         activities=[send, prepare.prepare, status.record_status, status.record_accepted],
-        **channel_slots(concurrency),
+        **channel_slots(concurrency, settings),
         # Temporal paces the regular activity; the first attempt (a local activity) takes
         # its turn from the shared limiter in Redis (activities/providers/sendrate.py).
         max_task_queue_activities_per_second=channel_rate(channel, settings),
@@ -168,13 +181,18 @@ def channel_worker(
 
 
 def channel_activity(
-    channel: Channel, settings: Settings, engine: AsyncEngine, http: httpx.AsyncClient
+    channel: Channel,
+    settings: Settings,
+    engine: AsyncEngine,
+    http: httpx.AsyncClient,
+    templates: TemplateActivities | None = None,
 ) -> tuple[ProviderChain, Any]:
     """The channel's providers (in failover order, each behind a circuit breaker) and
-    its registered activity."""
+    its registered activity (``templates``: where a body left out of the history comes
+    from, the worker's ``prepare``)."""
     if channel is Channel.inapp:  # stored in PostgreSQL: no provider to pace or fail over
         inbox = InboxChain(engine)
-        return inbox, InappActivities(inbox, engine).send_inapp
+        return inbox, InappActivities(inbox, engine, templates=templates).send_inapp
     provider = channel_providers(channel, settings, http)
     per_second = channel_rate(channel, settings)
     rate = None
@@ -184,12 +202,12 @@ def channel_activity(
     # Tenants with integrations of the channel send through those instead.
     tenants = TenantChains(channel, provider, engine, settings, http)
     if channel is Channel.email:
-        return provider, EmailActivities(provider, engine, rate, tenants).send_email
+        return provider, EmailActivities(provider, engine, rate, tenants, templates).send_email
     if channel is Channel.sms:
-        return provider, SmsActivities(provider, engine, rate, tenants).send_sms
+        return provider, SmsActivities(provider, engine, rate, tenants, templates).send_sms
     if channel is Channel.chat:
-        return provider, ChatActivities(provider, engine, rate, tenants).send_chat
-    return provider, PushActivities(provider, engine, rate, tenants).send_push
+        return provider, ChatActivities(provider, engine, rate, tenants, templates).send_chat
+    return provider, PushActivities(provider, engine, rate, tenants, templates).send_push
 
 
 def grace_period(settings: Settings) -> timedelta:

@@ -7,16 +7,19 @@ confirmed ``delivered`` in time (or reported ``undelivered``) goes on to the nex
 
 The run lives on its channel's task queue, so the channel's workers run it and the
 channel scales by starting more of them. A clean send is one workflow task: ``prepare``
-and the first provider attempt are local activities of that task (the attempt records
-``sending`` and ``sent`` around the provider call), and the search attributes are set at
-start and once at the end. Only a first attempt that fails transiently, is deferred by an
-open circuit breaker or finds the sending rate used up goes on as a regular activity
-under the declarative ``RetryPolicy``: a pending activity in the Temporal UI with its
-attempt count, last failure and next retry, and ``HeraldStatus="retrying"``. A fallback
-channel's sends are regular activities on that channel's queue.
+(one statement) and the first provider attempt are local activities of that task (the
+attempt logs ``sending``, stamped before the provider call, with ``sent`` in one
+statement after it), the rendered body stays in the worker instead of the history,
+and no search attribute is upserted: a clean send has no ``HeraldStatus``, every
+other run shows its status from its first lasting transition on. Only a first attempt
+that fails transiently, is deferred by an open circuit breaker or finds the sending rate
+used up goes on as a regular activity under the declarative ``RetryPolicy``: a pending
+activity in the Temporal UI with its attempt count, last failure and next retry, and
+``HeraldStatus="retrying"``. A fallback channel's sends are regular activities on that
+channel's queue.
 
 The workflow decides every status; the send step records only what it did (``sending``
-and ``sent`` around its provider call, ``retrying`` for an attempt Temporal will retry).
+with ``sent`` after its provider call, ``retrying`` for an attempt Temporal will retry).
 Runs started before this shape finish on the core worker (``notification_v1.py``).
 """
 
@@ -49,7 +52,6 @@ with workflow.unsafe.imports_passed_through():
         PrepareRequest,
         ReceiptSignal,
         RecipientLookup,
-        RenderedMessage,
         RenderRequest,
         ResendRequest,
         SendRequest,
@@ -100,6 +102,8 @@ class _Failure:
         # Provider calls this send has made so far, and when the next may come.
         self.attempt: int | None = details.get("attempt")
         self.retry_in: float | None = details.get("retry_in")
+        # Whether the send step logged its attempt (``sending`` and ``retrying``).
+        self.logged: bool | None = details.get("logged")
         # When the step logged the failed attempt (its ``retrying`` event).
         at = details.get("at")
         self.at = datetime.fromisoformat(at) if isinstance(at, str) else None
@@ -133,6 +137,11 @@ class NotificationWorkflow:
         # Delivery receipts of this cycle, with the fallback leg that was current when
         # each arrived (what it reports on).
         self._receipts: list[tuple[int, ReceiptSignal]] = []
+        # Whether this run shows a status in the Temporal UI (``HeraldStatus``): from its
+        # first transition that lasts beyond a workflow task, or from its start if it began
+        # with one (runs started before clean sends went without, a digest's, a resend
+        # continuing a run that had one). A clean send never gets one (see ``_transition``).
+        self._visible = False
 
     @workflow.run
     async def run(self, request: NotificationInput) -> NotificationState:
@@ -149,6 +158,7 @@ class NotificationWorkflow:
     async def _cycle_run(self, request: NotificationInput) -> NotificationState:
         self._request = request
         self._cycle = request.cycle
+        self._visible = workflow.info().typed_search_attributes.get(search.STATUS) is not None
         first: Prepared | None = None
         if request.send_at is None or request.send_at <= workflow.now():
             # Nothing to wait for: the first step also logs accepted.
@@ -181,6 +191,8 @@ class NotificationWorkflow:
                     template=request.template,
                     notification_id=request.notification_id,
                 ),
+                # This worker sends on the first channel itself (its local attempt).
+                cycle=request.cycle if channel is request.channel else None,
                 render=RenderRequest(
                     tenant_id=request.tenant_id,
                     template=request.template,
@@ -226,7 +238,7 @@ class NotificationWorkflow:
             await self._hold(quiet_ends, f"quiet hours until {quiet_ends.isoformat()}")
         if self._cancel is not None:
             return await self._cancelled()
-        return await self._deliver(request, channel, recipient.address, prepared.message, last)
+        return await self._deliver(request, channel, recipient.address, prepared, last)
 
     async def _hold(self, until: datetime, why: str) -> None:
         """``scheduled`` until ``until`` (a durable timer), or until a cancel; the Temporal
@@ -253,8 +265,19 @@ class NotificationWorkflow:
         return "; ".join([*self._unreached, f"{self._channel.value}: {reason}"])
 
     def _send_request(
-        self, request: NotificationInput, channel: Channel, address: str, message: RenderedMessage
+        self, request: NotificationInput, channel: Channel, address: str, prepared: Prepared
     ) -> SendRequest:
+        message = prepared.message
+        assert message is not None
+        render = None
+        if prepared.body_kept:
+            # The body is not in the history: the send step has it, or renders it again.
+            render = RenderRequest(
+                tenant_id=request.tenant_id,
+                template=request.template,
+                channel=channel,
+                user_id=request.user_id,
+            )
         return SendRequest(
             notification_id=request.notification_id,
             cycle=request.cycle,
@@ -269,6 +292,7 @@ class NotificationWorkflow:
             record_sending=False,
             announce_retries=False,
             test=request.test,
+            render=render,
         )
 
     async def _deliver(
@@ -276,10 +300,11 @@ class NotificationWorkflow:
         request: NotificationInput,
         channel: Channel,
         address: str,
-        message: RenderedMessage,
+        prepared: Prepared,
         last: bool,
     ) -> NotificationState | None:
-        send = self._send_request(request, channel, address, message)
+        send = self._send_request(request, channel, address, prepared)
+        message = send.message
         sending = self._event(
             Status.sending,
             attempt=1,
@@ -293,7 +318,13 @@ class NotificationWorkflow:
             try:
                 result = await workflow.execute_local_activity(
                     f"send_{channel.value}",
-                    send.model_copy(update={"record_sending": True}),
+                    send.model_copy(
+                        update={
+                            "record_sending": True,
+                            "recorded": prepared.recorded,
+                            "checked_at": prepared.checked_at,
+                        }
+                    ),
                     result_type=SendResult,
                     start_to_close_timeout=timedelta(seconds=request.retry.send_timeout_seconds),
                     retry_policy=FIRST_ATTEMPT_RETRY,
@@ -368,6 +399,9 @@ class NotificationWorkflow:
         """The first attempt did not get through: go on as a regular activity under the
         retry policy. A failed provider call (already logged as ``retrying``) becomes that
         activity's first attempt, so Temporal shows it with the next retry's time."""
+        if failure.logged is False:
+            # The step could not log its attempt (PostgreSQL did not answer).
+            await self._ensure_logged(sending)
         # A first attempt that timed out still called the provider.
         spent = 1 if failure.attempt is None else failure.attempt
         if spent:
@@ -483,6 +517,7 @@ class NotificationWorkflow:
         if error is not None:
             self._last_error = error
         if visible:
+            self._visible = True
             workflow.upsert_search_attributes(
                 search.on_transition(status, self._attempts, workflow.now() if changed else None)
             )
@@ -526,7 +561,11 @@ class NotificationWorkflow:
         async with self._transitions:
             if only_if is not None and not only_if():
                 return self.status()
-            self._move(status, attempt=attempt, error=error, visible=True)
+            # A clean send (sent on the first channel, nothing shown before) leaves the
+            # UI's status unset: no search-attribute upsert, no visibility write. Every
+            # other run shows where it is (``HeraldStatus``), ending with how it ended.
+            clean = status is Status.sent and not self._visible and self._leg == 0
+            self._move(status, attempt=attempt, error=error, visible=not clean)
             if logged:
                 await self._step(
                     StatusActivities.record_status,

@@ -16,10 +16,9 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
@@ -43,12 +42,21 @@ from herald.metrics import ATTEMPTS, NOTIFICATIONS, PROVIDER_LATENCY
 if TYPE_CHECKING:  # the chain is built of this module's providers
     from activities.providers.failover import ProviderChain
     from activities.providers.integrations import TenantChains
+    from activities.templates import TemplateActivities
 
 log = logging.getLogger(__name__)
 
-_Written = TypeVar("_Written")
 # A status write must never hold up or fail a send; the workflow records the outcome.
 _STATUS_WRITE_TIMEOUT = 2.0
+# How old ``prepare``'s look at what a send cycle recorded may be for the send step to
+# trust it: the two run in one workflow task, milliseconds apart, unless the task ran
+# again after a crash (which takes a workflow task timeout, 10 s) or quiet hours held
+# the send.
+_FRESH_CHECK = timedelta(seconds=2)
+
+
+def _fresh(checked_at: datetime | None, now: datetime) -> bool:
+    return checked_at is not None and timedelta(0) <= now - checked_at <= _FRESH_CHECK
 
 
 class ProviderError(Exception):
@@ -139,12 +147,15 @@ class ProviderActivity:
         engine: AsyncEngine | None,
         rate: SendRate | None = None,
         tenants: TenantChains | None = None,
+        templates: TemplateActivities | None = None,
     ) -> None:
         self.provider = provider
         self._engine = engine
         self._rate = rate
         # Tenants' own integrations (``integrations.py``); without, always ``provider``.
         self._tenants = tenants
+        # Where a body left out of the history comes from (``SendRequest.render``).
+        self._templates = templates
 
     async def send(self, request: SendRequest) -> SendResult:
         """Deliver ``request`` once; raise a classified ``ApplicationError`` on failure.
@@ -158,19 +169,25 @@ class ProviderActivity:
             raise self._first_failure(request)
         ledger = AttemptLedger.resume()
         again = info.attempt > 1
-        logged_sending = True
+        # The workflow's own first attempt logs ``sending`` (stamped now, before the
+        # provider call) with what the provider answered: one statement for both.
+        sending: StatusEvent | None = None
         if request.record_sending and info.attempt == 1 and ledger.attempt == 1:
-            new = await self._record_new(
-                self._event(
-                    request,
-                    Status.sending,
-                    attempt=1,
-                    template_version=request.message.template_version,
-                    detail=f"falling back to {request.channel.value}" if request.leg else None,
-                )
+            if request.recorded is not None:
+                # ``prepare`` found this cycle sent: the step runs again after its worker
+                # died once the provider had accepted it and the acceptance was logged.
+                log.info("already sent: the provider's acceptance of this cycle is recorded")
+                return request.recorded
+            sending = self._event(
+                request,
+                Status.sending,
+                attempt=1,
+                template_version=request.message.template_version,
+                detail=f"falling back to {request.channel.value}" if request.leg else None,
             )
-            # Written before: this step is running again (its worker died mid-send).
-            again, logged_sending = new is False, new is not None
+            # What ``prepare`` read is not from just now (quiet hours held the send, or
+            # the workflow task runs again after a crash): look again.
+            again = not _fresh(request.checked_at, sending.at)
         if again:
             recorded = await self._recorded_acceptance(request)
             if recorded is not None:
@@ -179,6 +196,8 @@ class ProviderActivity:
                     extra={"provider": recorded.provider, "attempt": recorded.attempt},
                 )
                 return recorded
+        if self._templates is not None:
+            request = await self._templates.with_body(request)
         if self._rate is not None:
             await self._take_turn(ledger, local=info.is_local)
         try:
@@ -198,11 +217,14 @@ class ProviderActivity:
                 err.permanent,
                 err.retry_after,
                 provider=err.provider,
+                sending=sending,
             ) from err
         except (TimeoutError, OSError) as err:
             ledger.spend()
             reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-            raise await self._failure(request, ledger.attempt, reason, False, None) from err
+            raise await self._failure(
+                request, ledger.attempt, reason, False, None, sending=sending
+            ) from err
         ledger.spend()
         attempt = ledger.attempt
         ATTEMPTS.labels(request.channel.value, delivery.provider, "ok").inc()
@@ -224,12 +246,11 @@ class ProviderActivity:
             provider_message_id=delivery.message_id,
             detail=sent_detail(request.channel, delivery.provider),
         )
-        logged_sent = await self._record(sent)
         return SendResult(
             provider=delivery.provider,
             provider_message_id=delivery.message_id,
             attempt=attempt,
-            recorded=logged_sending and logged_sent,
+            recorded=await self._record(sent, before=sending),
             recorded_at=sent.at,
         )
 
@@ -299,8 +320,10 @@ class ProviderActivity:
         permanent: bool,
         retry_after: float | None,
         provider: str | None = None,
+        sending: StatusEvent | None = None,
     ) -> ApplicationError:
-        """Log the failed attempt (and ``retrying`` if another comes) and classify it.
+        """Log the failed attempt (``retrying`` if another comes, after ``sending`` if the
+        step has it to log) and classify it.
 
         A transient failure of the last attempt is final: Temporal's own attempt limit
         leaves room for deferrals, so the budget of provider calls is enforced here.
@@ -325,11 +348,13 @@ class ProviderActivity:
         if retry_after:
             details["retry_in"] = retry_after
         if not final:
-            await self._record_retrying(request, attempt, message)
+            details["logged"] = await self._record_retrying(request, attempt, message, sending)
             if request.announce_retries and not activity.info().is_local:
                 await self._signal_retrying(request, attempt, message)
         else:
             NOTIFICATIONS.labels(channel, provider, "failed").inc()
+            # The workflow logs ``sending`` before it fails the send.
+            details["logged"] = sending is None
         # Later than every event this step wrote: the workflow's next ones come after.
         details["at"] = datetime.now(UTC).isoformat()
         return ApplicationError(
@@ -340,8 +365,11 @@ class ProviderActivity:
             next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,
         )
 
-    async def _record_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
-        """Log that this attempt failed and another comes."""
+    async def _record_retrying(
+        self, request: SendRequest, attempt: int, error: str, sending: StatusEvent | None
+    ) -> bool:
+        """Log that this attempt failed and another comes (after ``sending``, if given);
+        True if it is in the log."""
         event = self._event(
             request,
             Status.retrying,
@@ -350,7 +378,7 @@ class ProviderActivity:
             error=error,
             detail=f"attempt {attempt} of {request.max_attempts} failed: {error}",
         )
-        await self._record(event)
+        return await self._record(event, before=sending)
 
     @staticmethod
     def _event(request: SendRequest, status: Status, **fields: Any) -> StatusEvent:
@@ -363,33 +391,23 @@ class ProviderActivity:
             **fields,
         )
 
-    async def _record_new(self, event: StatusEvent) -> bool | None:
-        """``_record`` for an event that tells whether this step ran before: True if it is
-        new, False if an earlier run of the step wrote it, None if it could not be written."""
-        written, new = await self._write(event, statuslog.record_new_event)
-        return new if written else None
-
-    async def _record(self, event: StatusEvent) -> bool:
-        """Write a transition from here, best effort: True if it is in the log.
+    async def _record(self, event: StatusEvent, before: StatusEvent | None = None) -> bool:
+        """Write a transition from here (after ``before``, in the same statement), best
+        effort: True if it is in the log.
 
         Whatever this could not write, the workflow writes (its steps retry until
         PostgreSQL answers), so a database outage never holds up or fails a send.
         """
-        written, _ = await self._write(event, statuslog.record_event)
-        return written
-
-    async def _write(
-        self,
-        event: StatusEvent,
-        write: Callable[[AsyncEngine, StatusEvent], Awaitable[_Written]],
-    ) -> tuple[bool, _Written | None]:
         if self._engine is None:
-            return False, None
+            return False
         try:
-            return True, await asyncio.wait_for(write(self._engine, event), _STATUS_WRITE_TIMEOUT)
+            await asyncio.wait_for(
+                statuslog.record_event(self._engine, event, before), _STATUS_WRITE_TIMEOUT
+            )
         except Exception:
             log.warning("could not record %s", event.status.value, exc_info=True)
-            return False, None
+            return False
+        return True
 
     async def _signal_retrying(self, request: SendRequest, attempt: int, error: str) -> None:
         """Tell the workflow, so its status, query and search attributes say ``retrying``."""

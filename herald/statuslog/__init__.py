@@ -7,7 +7,7 @@ current status). Each public write is one statement.
 """
 
 from herald.statuslog.accepted import record_accepted, record_accepted_many, write_accepted
-from herald.statuslog.events import record_event, record_new_event, recorded_acceptance
+from herald.statuslog.events import record_event, recorded_acceptance
 from herald.statuslog.log import count_receipt_change
 from herald.statuslog.receipts import (
     record_message_receipt,
@@ -21,7 +21,6 @@ __all__ = [
     "record_accepted_many",
     "record_event",
     "record_message_receipt",
-    "record_new_event",
     "record_receipt",
     "recorded_acceptance",
     "reports_by_message_id",

@@ -13,7 +13,7 @@ from operator import attrgetter
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import String, bindparam, column, func, literal, select
+from sqlalchemy import CTE, String, bindparam, column, func, literal, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -109,6 +109,17 @@ _RECORD_ACCEPTED_MANY = (
 )
 
 
+def accepted_ctes() -> list[CTE]:
+    """``record_accepted``'s write as CTEs, for a statement that reads what it needs in
+    the same round trip (``activities/prepare.py``); its parameters: ``accepted_params``."""
+    return [_RECORD_ACCEPTED.cte("accepted")]
+
+
+def accepted_params(request: NotificationInput) -> dict[str, Any]:
+    """The parameters of ``record_accepted``'s statement (and ``accepted_ctes``)."""
+    return event_params(_accepted(request)) | {"rows": [_given(request)]}
+
+
 def _accepted(request: NotificationInput) -> StatusEvent:
     return StatusEvent(
         notification_id=request.notification_id,
@@ -138,8 +149,7 @@ async def record_accepted(engine: AsyncEngine, request: NotificationInput) -> No
 
 async def write_accepted(conn: AsyncConnection, request: NotificationInput) -> None:
     """``record_accepted`` on a connection the caller holds (one statement)."""
-    params = event_params(_accepted(request)) | {"rows": [_given(request)]}
-    await conn.execute(_RECORD_ACCEPTED, params)
+    await conn.execute(_RECORD_ACCEPTED, accepted_params(request))
 
 
 async def record_accepted_many(engine: AsyncEngine, requests: Sequence[NotificationInput]) -> None:

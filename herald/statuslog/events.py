@@ -7,57 +7,59 @@ Used by the core worker (every transition) and by provider activities (``retryin
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, literal_column, select
+from sqlalchemy import CTE, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Update
 
 from herald.contracts import SendRequest, SendResult, Status, StatusEvent
 from herald.db import Notification, single_statements
 from herald.statuslog.log import (
     EVENT,
+    EVENT_PAIR,
     count_receipt_change,
     event_params,
     move_status,
     offer_to_webhooks,
 )
-from herald.statuslog.receipts import RECORD_LINKED_SENT, reports_by_message_id
-
-_HOOKS = offer_to_webhooks(EVENT)
-# What a status move returns: the status it wrote (``sent`` may become the status of a
-# receipt that came first) and the channel.
-_RECORD_EVENT = (
-    move_status(EVENT).add_cte(_HOOKS).returning(Notification.status, Notification.channel)
-)
-# The same, saying whether the event is new (a step run again finds its own event).
-_RECORD_NEW_EVENT = (
-    select(func.count())
-    .select_from(EVENT)
-    .add_cte(_HOOKS, move_status(EVENT).returning(literal_column("1")).cte("moved"))
-)
+from herald.statuslog.receipts import RECORD_LINKED_SENT, linked_sent, reports_by_message_id
 
 
-async def record_event(engine: AsyncEngine, event: StatusEvent) -> None:
+def _recorded(event: CTE) -> Update:
+    """Log ``event``, offer it to webhooks and move the status; returns the status written
+    (``sent`` may become the status of a receipt that came first) and the channel."""
+    return (
+        move_status(event)
+        .add_cte(offer_to_webhooks(event))
+        .returning(Notification.status, Notification.channel)
+    )
+
+
+_RECORD_EVENT = _recorded(EVENT)
+# The same, with the event logged just before it (``EVENT_PAIR``).
+_RECORD_PAIR = _recorded(EVENT_PAIR)
+_RECORD_LINKED_PAIR = linked_sent(EVENT_PAIR)
+
+
+async def record_event(
+    engine: AsyncEngine, event: StatusEvent, before: StatusEvent | None = None
+) -> None:
     """Append ``event`` once and move the notification's current status forward (one
-    statement, so it needs no transaction of its own)."""
-    statement = _RECORD_EVENT
-    if (
+    statement, so it needs no transaction of its own); with ``before``, of the same
+    notification and cycle, that event is appended first by the same statement."""
+    linked = (
         event.status is Status.sent
         and event.provider_message_id is not None
         and reports_by_message_id(event.provider)
-    ):
-        statement = RECORD_LINKED_SENT
+    )
+    if before is None:
+        statement = RECORD_LINKED_SENT if linked else _RECORD_EVENT
+    else:
+        statement = _RECORD_LINKED_PAIR if linked else _RECORD_PAIR
     async with single_statements(engine) as conn:
-        moved = (await conn.execute(statement, event_params(event))).first()
+        moved = (await conn.execute(statement, event_params(event, before))).first()
     if moved is not None and event.status is Status.sent and moved.status != Status.sent.value:
         # A receipt that came before ``sent`` decided the status as it was written.
         count_receipt_change(moved.channel, Status.sent.value, moved.status)
-
-
-async def record_new_event(engine: AsyncEngine, event: StatusEvent) -> bool:
-    """``record_event``, and whether the event was new: False means it was written
-    before, by an earlier run of the same step."""
-    async with single_statements(engine) as conn:
-        written = (await conn.execute(_RECORD_NEW_EVENT, event_params(event))).scalar_one()
-    return bool(written)
 
 
 # The acceptance a provider gave for one send cycle, as recorded with its ``sent``.

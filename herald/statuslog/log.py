@@ -65,9 +65,10 @@ _ERROR = bindparam("error", type_=Text)
 _ENDED = ("sent", "delivered", "undelivered", "failed", "cancelled", "suppressed")
 
 
-def event_params(event: StatusEvent) -> dict[str, Any]:
-    """The parameters of ``event`` for ``EVENT``, ``move_status`` and ``offer_to_webhooks``."""
-    return {
+def event_params(event: StatusEvent, before: StatusEvent | None = None) -> dict[str, Any]:
+    """The parameters of ``event`` for ``EVENT``, ``move_status`` and ``offer_to_webhooks``
+    (and of ``before``, of the same notification and cycle, for ``EVENT_PAIR``)."""
+    params = {
         "nid": event.notification_id,
         "key": event.key,
         "status": event.status.value,
@@ -82,6 +83,16 @@ def event_params(event: StatusEvent) -> dict[str, Any]:
         "at": event.at,
         "leg": event.leg,
     }
+    if before is not None:
+        params |= {
+            "b_key": before.key,
+            "b_status": before.status.value,
+            "b_attempt": before.attempt,
+            "b_provider": before.provider,
+            "b_detail": before.detail or before.error,
+            "b_at": before.at,
+        }
+    return params
 
 
 def log_events(rows: PgInsert, name: str = "ev") -> CTE:
@@ -107,18 +118,33 @@ def event_rows(rows: Select[Any]) -> PgInsert:
 
 
 # The event in the parameters (``event_params``).
-EVENT = log_events(
-    pg_insert(NotificationEvent).values(
-        notification_id=NID,
-        event_key=_KEY,
-        status=_STATUS,
-        cycle=CYCLE,
-        attempt=_ATTEMPT,
-        provider=_PROVIDER,
-        detail=DETAIL,
-        at=AT,
-    )
-)
+_EVENT_VALUES = {
+    "notification_id": NID,
+    "event_key": _KEY,
+    "status": _STATUS,
+    "cycle": CYCLE,
+    "attempt": _ATTEMPT,
+    "provider": _PROVIDER,
+    "detail": DETAIL,
+    "at": AT,
+}
+EVENT = log_events(pg_insert(NotificationEvent).values(**_EVENT_VALUES))
+
+# The event in the parameters and, logged just before it by the same statement, the one
+# in the ``b_`` parameters (``event_params``' ``before``): a send step writes ``sending``
+# with what the provider answered, in one statement. One INSERT of two rows keeps them
+# in order.
+_BEFORE_VALUES = {
+    "notification_id": NID,
+    "event_key": bindparam("b_key", type_=String),
+    "status": bindparam("b_status", type_=String),
+    "cycle": CYCLE,
+    "attempt": bindparam("b_attempt", type_=Integer),
+    "provider": bindparam("b_provider", type_=String),
+    "detail": bindparam("b_detail", type_=Text),
+    "at": bindparam("b_at", type_=DateTime(timezone=True)),
+}
+EVENT_PAIR = log_events(pg_insert(NotificationEvent).values([_BEFORE_VALUES, _EVENT_VALUES]))
 
 
 def offer_to_webhooks(new_events: FromClause, owners: FromClause = NOTIFICATIONS) -> CTE:

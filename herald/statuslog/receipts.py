@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Update
 
 from herald.contracts import Receipt
 from herald.db import Notification, ProviderMessage, single_statements
@@ -335,27 +336,37 @@ _LINK_WINS = _outranks(
     kept_receipt(Notification.receipt_status),
     Notification.receipt_at,
 )
-RECORD_LINKED_SENT = (
-    move_status(
-        EVENT,
-        kept_status=case(
-            (_LINK_WINS, _LINK.c.l_status), else_=kept_receipt(Notification.receipt_status)
-        ),
-        kept_error=case(
-            (_LINK_WINS, _LINK.c.l_error), else_=kept_receipt(Notification.receipt_error)
-        ),
-        receipt_columns=_keep_receipt(
-            _LINK_WINS, cycle=CYCLE, status=_LINK.c.l_status, error=_LINK.c.l_error, at=_LINK.c.l_at
-        ),
+
+
+def linked_sent(event: CTE) -> Update:
+    """``sent`` (``event``, from ``event_params``) for a provider that reports by message
+    id: returns the status written and the channel, as ``events``' own statement does."""
+    return (
+        move_status(
+            event,
+            kept_status=case(
+                (_LINK_WINS, _LINK.c.l_status), else_=kept_receipt(Notification.receipt_status)
+            ),
+            kept_error=case(
+                (_LINK_WINS, _LINK.c.l_error), else_=kept_receipt(Notification.receipt_error)
+            ),
+            receipt_columns=_keep_receipt(
+                _LINK_WINS,
+                cycle=CYCLE,
+                status=_LINK.c.l_status,
+                error=_LINK.c.l_error,
+                at=_LINK.c.l_at,
+            ),
+        )
+        # The link is this notification's (as ``id = :nid`` says too): the update's one
+        # row of ``link`` is joined, not multiplied.
+        .where(Notification.id == _LINK.c.l_nid)
+        .add_cte(offer_to_webhooks(union_all(select(event), select(_EARLY_EVENT)).subquery()))
+        .returning(Notification.status, Notification.channel)
     )
-    # The link is this notification's (as ``id = :nid`` says too): the update's one row
-    # of ``link`` is joined, not multiplied.
-    .where(Notification.id == _LINK.c.l_nid)
-    .add_cte(offer_to_webhooks(union_all(select(EVENT), select(_EARLY_EVENT)).subquery()))
-    .returning(Notification.status, Notification.channel)
-)
-"""``sent`` (in ``event_params``) for a provider that reports by message id: returns the
-status written and the channel, as ``events``' own statement does."""
+
+
+RECORD_LINKED_SENT = linked_sent(EVENT)
 
 
 async def record_receipt(

@@ -7,26 +7,30 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment
 
 from activities.providers.channels import EmailActivities
 from activities.providers.failover import channel_providers
+from activities.templates import TemplateActivities
 from devtools.sinks import Sinks
 from herald import statuslog, submission
 from herald.contracts import (
     Channel,
     NotificationRequest,
     RenderedMessage,
+    RenderRequest,
     SendRequest,
     SendResult,
     Status,
     StatusEvent,
 )
-from herald.db import make_engine
+from herald.db import Notification, NotificationEvent, Template, make_engine
 from herald.settings import Settings
 from herald.tenants import ensure_tenant
 
@@ -109,3 +113,125 @@ async def test_a_retry_with_nothing_recorded_calls_the_provider(
     assert result.provider == "smtp" and result.attempt == 2
     (email,) = sinks.state.received("email", to=request.address)
     assert email.message_id == f"<{request.notification_id}@localhost>"
+
+
+def _recorded_sent(request: SendRequest) -> StatusEvent:
+    return StatusEvent(
+        notification_id=request.notification_id,
+        status=Status.sent,
+        attempt=1,
+        at=datetime.now(UTC),
+        provider="smtp",
+        provider_message_id="<first@herald>",
+    )
+
+
+async def test_a_first_attempt_told_by_prepare_that_the_cycle_was_sent_sends_nothing(
+    email_activities: EmailActivities, settings: Settings, sinks: Sinks
+) -> None:
+    request = await _send_request(email_activities, settings)
+    told = SendResult(provider="smtp", provider_message_id="<first@herald>", recorded=True)
+    fresh = request.model_copy(update={"recorded": told, "checked_at": datetime.now(UTC)})
+
+    result: SendResult = await ActivityEnvironment().run(email_activities.send_email, fresh)
+
+    assert result == told
+    assert sinks.state.attempts.get(request.address, 0) == 0
+
+
+async def test_a_first_attempt_whose_check_is_old_looks_again_and_sends_nothing(
+    email_activities: EmailActivities, settings: Settings, sinks: Sinks
+) -> None:
+    """The workflow task ran again after a crash: ``prepare``'s answer (from before the
+    crash, replayed from the history) is old, and the acceptance was logged since."""
+    request = await _send_request(email_activities, settings)
+    engine = email_activities._engine
+    assert engine is not None
+    await statuslog.record_event(engine, _recorded_sent(request))
+    old = request.model_copy(update={"checked_at": datetime.now(UTC) - timedelta(seconds=30)})
+
+    result: SendResult = await ActivityEnvironment().run(email_activities.send_email, old)
+
+    assert (result.provider_message_id, result.recorded) == ("<first@herald>", True)
+    assert sinks.state.attempts.get(request.address, 0) == 0
+
+
+async def test_a_first_attempt_logs_sending_then_sent_in_order(
+    email_activities: EmailActivities, settings: Settings, sinks: Sinks
+) -> None:
+    request = await _send_request(email_activities, settings)
+    engine = email_activities._engine
+    assert engine is not None
+    fresh = request.model_copy(update={"checked_at": datetime.now(UTC)})
+
+    result: SendResult = await ActivityEnvironment().run(email_activities.send_email, fresh)
+
+    assert result.recorded and result.attempt == 1
+    async with engine.connect() as conn:
+        logged = (
+            await conn.execute(
+                select(NotificationEvent.status, NotificationEvent.at)
+                .where(NotificationEvent.notification_id == request.notification_id)
+                .order_by(NotificationEvent.id)
+            )
+        ).all()
+        status = await conn.scalar(
+            select(Notification.status).where(Notification.id == request.notification_id)
+        )
+    assert [row.status for row in logged] == ["accepted", "sending", "sent"]
+    assert logged[1].at <= logged[2].at
+    assert status == "sent"
+    assert len(sinks.state.received("email", to=request.address)) == 1
+
+
+async def test_a_body_left_out_of_the_history_is_rendered_again_by_the_send_step(
+    settings: Settings, sinks: Sinks
+) -> None:
+    """No ``prepare`` of this process kept it (a retry, another worker): the send step
+    renders the same version and locale again, with the notification's data."""
+    engine = make_engine(settings, pool_size=2)
+    templates = TemplateActivities(engine, settings)
+    async with httpx.AsyncClient() as http:
+        provider = channel_providers(Channel.email, settings, http)
+        activities = EmailActivities(provider, engine, templates=templates)
+        request = await _send_request(activities, settings)
+        tenant_id = await engine_tenant(engine, request)
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(Template).values(
+                    tenant_id=tenant_id,
+                    key="receipt",
+                    channel="email",
+                    locale="en",
+                    version=3,
+                    subject="Receipt",
+                    body="<p>Order {{ n }} for {{ name }}</p>",
+                )
+            )
+        left_out = request.model_copy(
+            update={
+                "message": RenderedMessage(
+                    template_version=3, locale="en", subject="Receipt", body=""
+                ),
+                "data": {"n": 42, "name": "Ada"},
+                "render": RenderRequest(
+                    tenant_id=tenant_id, template="receipt", channel=Channel.email, user_id="ada"
+                ),
+                "checked_at": datetime.now(UTC),
+            }
+        )
+        await ActivityEnvironment().run(activities.send_email, left_out)
+        await provider.close()
+    await engine.dispose()
+    (email,) = sinks.state.received("email", to=request.address)
+    assert "Order 42 for Ada" in email.body
+
+
+async def engine_tenant(engine: AsyncEngine, request: SendRequest) -> uuid.UUID:
+    """The tenant of the request's notification."""
+    async with engine.connect() as conn:
+        tenant_id = await conn.scalar(
+            select(Notification.tenant_id).where(Notification.id == request.notification_id)
+        )
+    assert tenant_id is not None
+    return tenant_id

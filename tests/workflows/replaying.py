@@ -29,11 +29,16 @@ CORPUS = Path(__file__).with_name("histories")
 # The workflow's version the recorded histories belong to: bump it when recording the
 # histories of a changed workflow, and keep the older files (running notifications
 # still have those histories).
-VERSION = "v2"
+VERSION = "v3"
 # Each version's histories replay against the code that keeps running them: the first
 # version's runs finish on the core worker, which registers ``NotificationWorkflowV1``
-# under the same workflow type.
-CODE: dict[str, type] = {"v1": NotificationWorkflowV1, VERSION: NotificationWorkflow}
+# under the same workflow type; the second's (one task per clean send, with the final
+# upsert and the rendered body in the history) run on today's code.
+CODE: dict[str, type] = {
+    "v1": NotificationWorkflowV1,
+    "v2": NotificationWorkflow,
+    VERSION: NotificationWorkflow,
+}
 LATER = "2099-01-01T00:00:00Z"
 
 
