@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.recipients import recipient_of
 from activities.templates import TemplateActivities
+from herald import statuslog
 from herald.contracts import Channel, Prepared, PrepareRequest, Recipient, SendResult
 from herald.db import Device, Notification, Template, User, single_statements
 from herald.statuslog.accepted import accepted_ctes, accepted_params
@@ -209,18 +210,6 @@ def _recorded(found: Any, cycle: int | None) -> SendResult | None:
     """The provider's acceptance of this cycle's first channel if it is recorded already:
     this step runs again after its worker died between the send and the workflow task's
     end, and the send step must not send a second copy."""
-    if (
-        cycle is None
-        or found.n_cycle != cycle
-        or found.n_leg
-        or found.n_status not in _SENT
-        or found.n_provider is None
-        or found.n_message_id is None
-    ):
+    if cycle is None or found.n_cycle != cycle or found.n_leg or found.n_status not in _SENT:
         return None
-    return SendResult(
-        provider=found.n_provider,
-        provider_message_id=found.n_message_id,
-        attempt=found.n_attempts,
-        recorded=True,
-    )
+    return statuslog.acceptance(found.n_provider, found.n_message_id, found.n_attempts)

@@ -13,13 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import httpx
 from temporalio.client import Client
 
 from herald.contracts import Channel
-from herald.db import make_engine
 from herald.settings import Settings
-from workers.main import channel_worker
+from workers.main import channel_worker, worker_pools
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +32,7 @@ async def eager_workers(client: Client, settings: Settings) -> AsyncIterator[Non
     period (``HERALD_WORKER_SHUTDOWN_SECONDS``), then the pools close."""
     concurrency = settings.worker_concurrency
     async with AsyncExitStack() as running:
-        engine = make_engine(
-            settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
-        )
-        running.push_async_callback(engine.dispose)
-        http = httpx.AsyncClient(
-            timeout=settings.provider_timeout_seconds,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
-        running.push_async_callback(http.aclose)
+        engine, http = worker_pools(settings, concurrency, running)
         for channel in EAGER_CHANNELS:
             provider, worker = channel_worker(client, channel, settings, engine, http, concurrency)
             running.push_async_callback(provider.close)

@@ -71,14 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.api_keys = ApiKeyCache(engine, settings.api_key_cache_seconds)
         app.state.rate_limiter = RateLimiter(settings.redis_url)
-        revocations = revocation_listener(settings.database_url, app.state.api_keys)
+        revocations = revocation_listener(settings.listen_url, app.state.api_keys)
         revocations.start()
         app.state.revocations = revocations
         # The intake's latest template versions are remembered while this listens.
-        templates = template_listener(settings.database_url)
+        templates = template_listener(settings.listen_url)
         templates.start()
         # One LISTEN connection feeds every inbox stream of this process.
-        app.state.inbox_hub = InboxHub(settings.database_url)
+        app.state.inbox_hub = InboxHub(settings.listen_url)
         app.state.inbox_hub.start()
         app.state.inbox_origins = OriginCache(engine)
         # The retrying gauges the alerts read (herald/backlog.py).

@@ -444,6 +444,9 @@ class SendRequest(BaseModel):
     # ``message.body`` was left out of the history: the send step takes the body its
     # worker's ``prepare`` rendered, or renders this again (its ``data`` is ``data``).
     render: RenderRequest | None = None
+    # The notification's tenant (whose integrations send it); unset in sends started
+    # before it was carried, which look it up.
+    tenant_id: uuid.UUID | None = None
     # What ``prepare`` found this cycle recorded, and when it looked (the first attempt,
     # run locally, sends only if nothing was, and looks again if that is not recent).
     recorded: SendResult | None = None

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/herald"
     database_pool_size: int = 10
+    # Where the API's LISTEN connections go (key revocations, new template versions, the
+    # inbox stream): LISTEN needs a session of its own, so behind PgBouncer in
+    # transaction mode point this at PostgreSQL itself. Unset: ``database_url``.
+    database_listen_url: str | None = None
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -206,6 +210,11 @@ class Settings(BaseSettings):
                 "set the real secret"
             )
         return self
+
+    @property
+    def listen_url(self) -> str:
+        """Where LISTEN connections go (``database_listen_url``, else ``database_url``)."""
+        return self.database_listen_url or self.database_url
 
     def secondary(self, channel: str) -> Settings | None:
         """These settings with the channel's secondary provider in the primary's place,

@@ -235,10 +235,10 @@ class LatestVersions:
     def forget(self, payload: str) -> None:
         """``tenant:channel:key`` got a new version."""
         self.generation += 1
-        tenant, channel, key = payload.split(":", 2)
         try:
+            tenant, channel, key = payload.split(":", 2)
             self._versions.pop((uuid.UUID(tenant), key, channel), None)
-        except ValueError:
+        except ValueError:  # not one this code writes: forget everything
             self.forget_all()
 
     def forget_all(self) -> None:

@@ -241,6 +241,23 @@ def channel_rate(channel: Channel, settings: Settings) -> float | None:
     return rate
 
 
+def worker_pools(
+    settings: Settings, concurrency: int, closing: AsyncExitStack
+) -> tuple[AsyncEngine, httpx.AsyncClient]:
+    """A worker's database pool and HTTP client for ``concurrency`` sends at once, closed
+    by ``closing``."""
+    engine = make_engine(
+        settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
+    )
+    closing.push_async_callback(engine.dispose)
+    http = httpx.AsyncClient(
+        timeout=settings.provider_timeout_seconds,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+    )
+    closing.push_async_callback(http.aclose)
+    return engine, http
+
+
 async def run_worker(settings: Settings, queue: str, concurrency: int | None = None) -> None:
     """Run one worker until SIGTERM/SIGINT, then shut down gracefully."""
     if queue not in QUEUES:
@@ -251,15 +268,7 @@ async def run_worker(settings: Settings, queue: str, concurrency: int | None = N
         client = await connect_when_available(settings, running.stop, running.runtime)
         if client is None:
             return
-        engine = make_engine(
-            settings, pool_size=min(concurrency, settings.database_pool_size), pre_ping=False
-        )
-        closing.push_async_callback(engine.dispose)
-        http = httpx.AsyncClient(
-            timeout=settings.provider_timeout_seconds,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
-        closing.push_async_callback(http.aclose)
+        engine, http = worker_pools(settings, concurrency, closing)
         if queue == "core":
             publisher = amqp.Publisher(settings, declare=True, name="herald-worker-core")
             closing.push_async_callback(publisher.close)

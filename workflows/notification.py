@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareRequest,
         ReceiptSignal,
         RecipientLookup,
+        RenderedMessage,
         RenderRequest,
         ResendRequest,
         SendRequest,
@@ -219,6 +220,10 @@ class NotificationWorkflow:
         if prepared is None:
             prepared = await self._prepare(request, channel)
         recipient = prepared.recipient
+        if prepared.recorded is not None:
+            # Sent, and logged, before a crash ended the workflow task: the send step
+            # answers with that acceptance instead of sending again.
+            return await self._deliver(request, channel, recipient.address or "", prepared, last)
         if recipient.suppressed_reason is not None or recipient.address is None:
             reason = recipient.suppressed_reason or f"no {channel.value} address"
             if last:
@@ -267,8 +272,8 @@ class NotificationWorkflow:
     def _send_request(
         self, request: NotificationInput, channel: Channel, address: str, prepared: Prepared
     ) -> SendRequest:
-        message = prepared.message
-        assert message is not None
+        # Without a message only when ``prepared.recorded``: nothing is sent.
+        message = prepared.message or RenderedMessage(template_version=0, locale="", body="")
         render = None
         if prepared.body_kept:
             # The body is not in the history: the send step has it, or renders it again.
@@ -293,6 +298,7 @@ class NotificationWorkflow:
             announce_retries=False,
             test=request.test,
             render=render,
+            tenant_id=request.tenant_id,
         )
 
     async def _deliver(

@@ -33,7 +33,7 @@ from activities.providers.failover import ProviderChain, Route
 from activities.providers.sendrate import SendRate
 from herald.breaker import CircuitBreaker
 from herald.contracts import Channel, SendRequest
-from herald.db import Integration, Notification
+from herald.db import Integration, Notification, single_statements
 from herald.gcra import Gcra
 from herald.secretbox import SecretBox, SecretsError
 from herald.settings import Settings
@@ -156,7 +156,7 @@ class TenantChains:
             rows = await self._integrations()
             if not rows:
                 return self.default
-            tenant_id = await self._tenant_of(request.notification_id)
+            tenant_id = request.tenant_id or await self._tenant_of(request.notification_id)
         except (SQLAlchemyError, OSError) as err:
             # Not knowing whose credentials to use, send with none: Temporal retries.
             raise ProviderError(
@@ -197,7 +197,7 @@ class TenantChains:
         return found
 
     async def _tenant_of(self, notification_id: uuid.UUID) -> uuid.UUID | None:
-        async with self._engine.connect() as conn:
+        async with single_statements(self._engine) as conn:
             tenant_id: uuid.UUID | None = await conn.scalar(
                 select(Notification.tenant_id).where(Notification.id == notification_id)
             )

@@ -29,6 +29,7 @@ from api.schemas.templates import (
 from api.services.caps import within_cap
 from herald.contracts import Channel
 from herald.db import Template
+from herald.submission import latest_versions_cache
 from herald.templating import (
     DEFAULT_LOCALE,
     RenderLimits,
@@ -115,6 +116,9 @@ async def save_version(
             )
     except IntegrityError as err:  # two writers raced for the same version number
         raise ApiError(409, "a concurrent change made the same version; retry") from err
+    # This process's submissions see the new version at once (other processes hear it
+    # from the templates trigger a moment later).
+    latest_versions_cache().forget(f"{tenant_id}:{template.channel.value}:{template.key}")
     return _out(row)
 
 

@@ -7,7 +7,7 @@ current status). Each public write is one statement.
 """
 
 from herald.statuslog.accepted import record_accepted, record_accepted_many, write_accepted
-from herald.statuslog.events import record_event, recorded_acceptance
+from herald.statuslog.events import acceptance, record_event, recorded_acceptance
 from herald.statuslog.log import count_receipt_change
 from herald.statuslog.receipts import (
     record_message_receipt,
@@ -16,6 +16,7 @@ from herald.statuslog.receipts import (
 )
 
 __all__ = [
+    "acceptance",
     "count_receipt_change",
     "record_accepted",
     "record_accepted_many",

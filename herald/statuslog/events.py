@@ -82,11 +82,15 @@ async def recorded_acceptance(engine: AsyncEngine, request: SendRequest) -> Send
                 _RECORDED_ACCEPTANCE, {"nid": request.notification_id, "cycle": request.cycle}
             )
         ).first()
-    if row is None or row.provider is None or row.provider_message_id is None:
+    return None if row is None else acceptance(row.provider, row.provider_message_id, row.attempts)
+
+
+def acceptance(
+    provider: str | None, provider_message_id: str | None, attempts: int
+) -> SendResult | None:
+    """A send cycle's recorded acceptance (its provider and message id), if it has one."""
+    if provider is None or provider_message_id is None:
         return None
     return SendResult(
-        provider=row.provider,
-        provider_message_id=row.provider_message_id,
-        attempt=row.attempts,
-        recorded=True,
+        provider=provider, provider_message_id=provider_message_id, attempt=attempts, recorded=True
     )

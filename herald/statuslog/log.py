@@ -84,6 +84,9 @@ def event_params(event: StatusEvent, before: StatusEvent | None = None) -> dict[
         "leg": event.leg,
     }
     if before is not None:
+        if event.template_version is None:
+            # The version ``sending`` names is the notification's, whatever follows it.
+            params["template_version"] = before.template_version
         params |= {
             "b_key": before.key,
             "b_status": before.status.value,

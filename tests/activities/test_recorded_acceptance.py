@@ -15,6 +15,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment
 
+from activities.prepare import PrepareActivities
 from activities.providers.channels import EmailActivities
 from activities.providers.failover import channel_providers
 from activities.templates import TemplateActivities
@@ -23,6 +24,9 @@ from herald import statuslog, submission
 from herald.contracts import (
     Channel,
     NotificationRequest,
+    Prepared,
+    PrepareRequest,
+    RecipientLookup,
     RenderedMessage,
     RenderRequest,
     SendRequest,
@@ -80,17 +84,7 @@ async def test_a_retry_after_a_recorded_acceptance_sends_no_second_copy(
     engine = email_activities._engine
     assert engine is not None
     # What the first attempt recorded before its worker was killed.
-    await statuslog.record_event(
-        engine,
-        StatusEvent(
-            notification_id=request.notification_id,
-            status=Status.sent,
-            attempt=1,
-            at=datetime.now(UTC),
-            provider="smtp",
-            provider_message_id="<first@herald>",
-        ),
-    )
+    await statuslog.record_event(engine, _recorded_sent(request))
 
     result: SendResult = await _retry().run(email_activities.send_email, request)
 
@@ -235,3 +229,35 @@ async def engine_tenant(engine: AsyncEngine, request: SendRequest) -> uuid.UUID:
         )
     assert tenant_id is not None
     return tenant_id
+
+
+async def test_prepare_reads_the_cycles_recorded_acceptance_in_its_one_statement(
+    email_activities: EmailActivities, settings: Settings
+) -> None:
+    request = await _send_request(email_activities, settings)
+    engine = email_activities._engine
+    assert engine is not None
+    tenant_id = await engine_tenant(engine, request)
+    prepare = PrepareActivities(engine, TemplateActivities(engine, settings))
+    asked = PrepareRequest(
+        lookup=RecipientLookup(
+            tenant_id=tenant_id,
+            user_id="ada",
+            channel=Channel.email,
+            template="welcome",
+            notification_id=request.notification_id,
+        ),
+        render=RenderRequest(tenant_id=tenant_id, template="welcome", channel=Channel.email),
+        cycle=1,
+    )
+    before: Prepared = await ActivityEnvironment().run(prepare.prepare, asked)
+    assert before.recorded is None and before.checked_at is not None
+
+    await statuslog.record_event(engine, _recorded_sent(request))
+    after: Prepared = await ActivityEnvironment().run(prepare.prepare, asked)
+
+    assert after.recorded is not None
+    assert (after.recorded.provider_message_id, after.recorded.recorded) == ("<first@herald>", True)
+    # Another cycle's (or a fallback's) prepare does not take it for its own.
+    other = await ActivityEnvironment().run(prepare.prepare, asked.model_copy(update={"cycle": 2}))
+    assert other.recorded is None

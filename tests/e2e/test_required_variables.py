@@ -4,6 +4,7 @@ queued message (dead-lettered with the reason) and a broadcast (before anyone st
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -219,3 +220,65 @@ async def test_what_a_version_needs_is_worked_out_once_and_the_cache_is_bounded(
         assert len(parsed) == 5  # "a" v2 was forgotten by the full cache, and worked out again
     finally:
         await engine.dispose()
+
+
+async def test_a_version_written_by_another_process_counts_without_asking_every_time(
+    tenant: Tenant, stack: Stack
+) -> None:
+    """The API remembers a template's latest versions while it hears new ones from the
+    templates trigger: a version written elsewhere (another API pod, a migration) counts
+    a moment later, without the API being told."""
+    user = await tenant.user()
+    key = await tenant.template("sms", "{{ code }}", None)
+    request = {"channel": "sms", "user_id": user["id"], "template": key, "data": {}}
+    first = await tenant.client.post("/v1/notifications", json=request)
+    assert refusal(first)[1].endswith("needs data: code")
+
+    engine = make_engine(stack.settings, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            tenant_id = (
+                (
+                    await conn.execute(
+                        Template.__table__.select().where(Template.key == key).limit(1)
+                    )
+                )
+                .mappings()
+                .one()["tenant_id"]
+            )
+            await conn.execute(
+                Template.__table__.insert().values(
+                    tenant_id=tenant_id, key=key, channel="sms", locale="en", version=2, body="hi"
+                )
+            )
+    finally:
+        await engine.dispose()
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        answer = await tenant.client.post("/v1/notifications", json=request)
+        if answer.status_code == 202:
+            break
+        assert refusal(answer)[1].endswith("needs data: code")
+        assert asyncio.get_running_loop().time() < deadline, "the new version was never seen"
+        await asyncio.sleep(0.05)
+
+
+def test_latest_versions_are_remembered_only_while_heard() -> None:
+    cache = submission.LatestVersions()
+    tenant = uuid.uuid4()
+    versions = [("welcome", "sms", "en", 1)]
+    cache.remember(tenant, ("welcome", "sms"), versions, cache.generation)
+    assert cache.get(tenant, ("welcome", "sms")) is None  # nobody listens: ask every time
+
+    cache.listening.set()
+    read_at = cache.generation
+    cache.forget(f"{tenant}:sms:welcome")  # a new version while the answer was read
+    cache.remember(tenant, ("welcome", "sms"), versions, read_at)
+    assert cache.get(tenant, ("welcome", "sms")) is None
+    cache.remember(tenant, ("welcome", "sms"), versions, cache.generation)
+    assert cache.get(tenant, ("welcome", "sms")) == versions
+    cache.forget(f"{tenant}:sms:welcome")
+    assert cache.get(tenant, ("welcome", "sms")) is None
+    cache.remember(tenant, ("welcome", "sms"), versions, cache.generation)
+    cache.forget("not a payload")  # unreadable: forget everything
+    assert cache.get(tenant, ("welcome", "sms")) is None

@@ -88,6 +88,8 @@ class FakeHerald:
     events: list[StatusEvent] = field(default_factory=list)
     sends: list[Attempt] = field(default_factory=list)
     failed: list[FailedNotification] = field(default_factory=list)
+    # What ``prepare`` finds recorded for the channel's cycle (a run after a crash).
+    recorded: dict[Channel, SendResult] = field(default_factory=dict)
     # The test server's clock: a local activity's own times are the machine's.
     env: WorkflowEnvironment | None = None
 
@@ -124,6 +126,9 @@ class FakeHerald:
     async def prepare(self, request: PrepareRequest) -> Prepared:
         """The scripted recipient, then a rendering of the data, as the real step does."""
         recipient = await self.load_recipient(request.lookup)
+        recorded = self.recorded.get(request.lookup.channel)
+        if recorded is not None and request.cycle is not None:
+            return Prepared(recipient=recipient, recorded=recorded)
         if recipient.address is None:
             return Prepared(recipient=recipient)
         return Prepared(recipient=recipient, message=await self.render_template(request.render))
@@ -136,6 +141,8 @@ class FakeHerald:
             raise ApplicationError(
                 request.first_failure, {"attempt": 1}, type="ProviderTransientError"
             )
+        if request.recorded is not None and request.record_sending and attempt == 1:
+            return request.recorded  # as the real step does: nothing is sent again
         # This attempt's start in workflow time.
         started = await self.env.get_current_time() if self.env else info.started_time
         if request.record_sending and attempt == 1:
@@ -313,6 +320,23 @@ async def test_a_clean_send_is_accepted_sending_sent(env: WorkflowEnvironment) -
     )
     assert fake.log() == [("accepted", 0), ("sending", 1), ("sent", 1)]
     assert [(s.channel, s.attempt) for s in fake.sends] == [(Channel.email, 1)]
+
+
+async def test_a_run_after_a_crash_that_finds_the_cycle_sent_sends_nothing_again(
+    env: WorkflowEnvironment,
+) -> None:
+    """The worker died after the provider accepted and ``sent`` was logged, before its
+    workflow task ended: the task runs again, ``prepare`` finds the acceptance (with no
+    message rendered), and the notification ends ``sent`` with no second send."""
+    before = SendResult(provider="fake", provider_message_id="m-0", attempt=1, recorded=True)
+    fake = FakeHerald(recorded={Channel.email: before})
+    async with running(env, fake) as prefix:
+        handle = await start(env.client, notification(prefix, await env.get_current_time()))
+        final = await handle.result()
+
+    assert (final.status, final.attempts, final.provider) == (Status.sent, 1, "fake")
+    assert fake.sends == []
+    assert fake.failed == []
 
 
 async def test_transient_failures_back_off_in_workflow_time_then_send(
