@@ -5,7 +5,7 @@ floor of Herald's one-task shape). Also what one run of each cost Temporal, coun
 real histories (``devtools/histories.py``): events, workflow tasks, billable actions.
 
     .venv/bin/python -m benchmarks.throughput [--count 1000] [--concurrency 32] \\
-        [--rounds 3] [--body-kb 0,30] [--webhook]
+        [--rounds 3] [--body-kb 0,30] [--webhook] [--eager]
 
 The baselines run as Herald does: their worker is one long-lived process on Herald's
 runtime (unsandboxed, uvloop, ``tune_gc``, the same worker slots and the same encrypting
@@ -26,6 +26,9 @@ Prints one JSON object: the body sizes; ``summary``, every rate and ratio over t
 rounds as its median, lowest and highest, beside the median CPU ms per item of every
 process (the Temporal server, the workers, the API, PostgreSQL, this process with the
 sinks as ``client_and_sinks``, the whole ``machine``); the history shapes; every round.
+
+``--eager`` runs Herald with ``HERALD_API_EAGER``: its API also runs an email worker and
+starts workflows eagerly (``benchmarks/hot_path.py`` compares it with the default).
 
 ``--webhook`` also runs ``herald webhooks`` and measures Herald a second time at each size
 with one webhook endpoint (a local receiver answering 200) subscribed to every event:
@@ -271,10 +274,17 @@ async def main() -> None:
     parser.add_argument(
         "--webhook", action="store_true", help="also measure with one webhook endpoint"
     )
+    parser.add_argument(
+        "--eager",
+        action="store_true",
+        help="Herald with HERALD_API_EAGER (an email worker in the API, eager starts)",
+    )
     args = parser.parse_args()
 
     rounds: list[dict[str, Any]] = []
-    overrides = {"webhooks_allow_private": True} if args.webhook else {}
+    overrides: dict[str, Any] = {"webhooks_allow_private": True} if args.webhook else {}
+    if args.eager:
+        overrides["api_eager"] = True
     async with local_herald("bench", **overrides) as bench, contextlib.AsyncExitStack() as stack:
         await bench.start("api", "core", "email", *(["webhooks"] if args.webhook else []))
         receiver = await stack.enter_async_context(WebhookReceiver()) if args.webhook else None
@@ -307,6 +317,7 @@ async def main() -> None:
             {
                 "notifications": args.count,
                 "concurrency": args.concurrency,
+                "eager": args.eager,
                 "bodies": bodies(args.body_kb),
                 # Over the rounds: the median, the lowest and the highest of every figure
                 # (the machine's speed drifts within minutes; each round's ratios compare

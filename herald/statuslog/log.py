@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     ColumnExpressionArgument,
+    CompoundSelect,
     DateTime,
     FromClause,
     Integer,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, array
@@ -113,7 +115,7 @@ def log_events(rows: PgInsert, name: str = "ev") -> CTE:
     )
 
 
-def event_rows(rows: Select[Any]) -> PgInsert:
+def event_rows(rows: Select[Any] | CompoundSelect[Any]) -> PgInsert:
     """The events ``rows`` selects (columns labelled as ``notification_events``'s)."""
     return pg_insert(NotificationEvent).from_select(
         rows.selected_columns.keys(), rows, include_defaults=False
@@ -135,8 +137,8 @@ EVENT = log_events(pg_insert(NotificationEvent).values(**_EVENT_VALUES))
 
 # The event in the parameters and, logged just before it by the same statement, the one
 # in the ``b_`` parameters (``event_params``' ``before``): a send step writes ``sending``
-# with what the provider answered, in one statement. One INSERT of two rows keeps them
-# in order.
+# with what the provider answered, in one statement. One INSERT of the two rows, in order,
+# keeps their ids in order (and the statement is cached, as a multi-row VALUES is not).
 _BEFORE_VALUES = {
     "notification_id": NID,
     "event_key": bindparam("b_key", type_=String),
@@ -147,7 +149,16 @@ _BEFORE_VALUES = {
     "detail": bindparam("b_detail", type_=Text),
     "at": bindparam("b_at", type_=DateTime(timezone=True)),
 }
-EVENT_PAIR = log_events(pg_insert(NotificationEvent).values([_BEFORE_VALUES, _EVENT_VALUES]))
+EVENT_PAIR = log_events(
+    event_rows(
+        union_all(
+            *(
+                select(*(value.label(name) for name, value in row.items()))
+                for row in (_BEFORE_VALUES, _EVENT_VALUES)
+            )
+        )
+    )
+)
 
 
 def offer_to_webhooks(new_events: FromClause, owners: FromClause = NOTIFICATIONS) -> CTE:
