@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from cachetools import LRUCache
+from sqlalchemy import insert
 
 from devtools.processes import ManagedProcess
 from devtools.sinks import Sinks
@@ -247,7 +248,7 @@ async def test_a_version_written_by_another_process_counts_without_asking_every_
                 .one()["tenant_id"]
             )
             await conn.execute(
-                Template.__table__.insert().values(
+                insert(Template).values(
                     tenant_id=tenant_id, key=key, channel="sms", locale="en", version=2, body="hi"
                 )
             )
