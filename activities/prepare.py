@@ -30,16 +30,15 @@ from sqlalchemy import (
     literal,
     select,
 )
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.recipients import recipient_of
-from activities.templates import TemplateActivities
+from activities.recipients import newest_device, recipient_of
+from activities.templates import TemplateActivities, template_versions
 from herald import statuslog
 from herald.contracts import Channel, Prepared, PrepareRequest, Recipient, SendResult
-from herald.db import Device, Notification, Template, User, single_statements
+from herald.db import Notification, Template, User, single_statements
 from herald.statuslog.accepted import accepted_ctes, accepted_params
 from herald.templating import pick_locale
 
@@ -54,18 +53,7 @@ _NOTIFICATION = bindparam("p_notification", type_=Notification.id.type)
 
 def _templates(*, pinned: bool) -> Any:
     """The newest (or the pinned) version of the template in each locale, as JSON."""
-    versions = (
-        select(
-            Template.locale, Template.version, Template.subject, Template.body, Template.category
-        )
-        .where(
-            Template.tenant_id == _TENANT, Template.key == _TEMPLATE, Template.channel == _CHANNEL
-        )
-        .ext(distinct_on(Template.locale))
-        .order_by(Template.locale, Template.version.desc())
-    )
-    if pinned:
-        versions = versions.where(Template.version == _VERSION)
+    versions = template_versions(_TENANT, _TEMPLATE, _CHANNEL, _VERSION if pinned else None)
     row = versions.subquery("v")
     return (
         select(
@@ -85,13 +73,7 @@ def _templates(*, pinned: bool) -> Any:
     )  # fmt: skip
 
 
-_NEWEST_DEVICE = (
-    select(Device.token)
-    .where(Device.tenant_id == _TENANT, Device.user_id == _USER_ID)
-    .order_by(Device.id.desc())
-    .limit(1)
-    .scalar_subquery()
-)
+_NEWEST_DEVICE = newest_device(_TENANT, _USER_ID).scalar_subquery()
 
 
 def _statement(*, pinned: bool, accepted: bool) -> Any:

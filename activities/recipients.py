@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 
@@ -50,12 +50,19 @@ _USER = select(
     User.timezone,
     _CATEGORY.label("category"),
 ).where(User.tenant_id == bindparam("tenant_id"), User.id == bindparam("user_id"))
-_NEWEST_DEVICE = (
-    select(Device.token)
-    .where(Device.tenant_id == bindparam("tenant_id"), Device.user_id == bindparam("user_id"))
-    .order_by(Device.id.desc())
-    .limit(1)
-)
+
+
+def newest_device(tenant: Any, user: Any) -> Select[str]:
+    """The token of the user's newest push device (``tenant`` and ``user``: parameters)."""
+    return (
+        select(Device.token)
+        .where(Device.tenant_id == tenant, Device.user_id == user)
+        .order_by(Device.id.desc())
+        .limit(1)
+    )
+
+
+_NEWEST_DEVICE = newest_device(bindparam("tenant_id"), bindparam("user_id"))
 
 
 def notification_of_caller() -> uuid.UUID | None:

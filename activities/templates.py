@@ -40,25 +40,29 @@ from herald.unsubscribe import Unsubscribe, links
 __all__ = ["DEFAULT_LOCALE", "TemplateActivities", "pick_locale"]
 
 
-def _versions(*, pinned: bool) -> Select[str, int, str | None, str, str]:
-    """The newest (or the pinned) version of a template in each of its locales."""
+def template_versions(
+    tenant: Any = None, key: Any = None, channel: Any = None, version: Any = None
+) -> Select[str, int, str | None, str, str]:
+    """The newest version of a template in each of its locales, or the one ``version``
+    names: the render step's query and ``prepare``'s (which names its own parameters;
+    by default they are ``tenant_id``, ``key`` and ``channel``)."""
     query = (
         select(
             Template.locale, Template.version, Template.subject, Template.body, Template.category
         )
         .where(
-            Template.tenant_id == bindparam("tenant_id"),
-            Template.key == bindparam("key"),
-            Template.channel == bindparam("channel"),
+            Template.tenant_id == (bindparam("tenant_id") if tenant is None else tenant),
+            Template.key == (bindparam("key") if key is None else key),
+            Template.channel == (bindparam("channel") if channel is None else channel),
         )
         .ext(distinct_on(Template.locale))
         .order_by(Template.locale, Template.version.desc())
     )
-    return query.where(Template.version == bindparam("version")) if pinned else query
+    return query if version is None else query.where(Template.version == version)
 
 
 # Built once: the render step runs them for every notification.
-_LATEST, _PINNED = _versions(pinned=False), _versions(pinned=True)
+_LATEST, _PINNED = template_versions(), template_versions(version=bindparam("version"))
 _USER_OF = select(Notification.user_id).where(Notification.id == bindparam("notification_id"))
 
 

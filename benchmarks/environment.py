@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.sql.expression import Executable
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -21,6 +22,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from devtools.devserver import TemporalDevServer
 from devtools.processes import ManagedProcess, herald_argv, wait_http
 from devtools.sinks import Sinks
+from herald.db import make_engine
 from herald.migrate import drop_database, ensure_database, upgrade
 from herald.ports import free_port
 from herald.settings import Settings
@@ -192,3 +194,20 @@ async def local_herald(name: str, **overrides: Any) -> AsyncIterator[BenchHerald
         sinks.stop()
         server.stop()
         await drop_database(settings.database_url)
+
+
+async def until_none(
+    settings: Settings, count: Executable, interval: float, timeout: float | None = None
+) -> None:
+    """Wait until the statement ``count`` (one number) says none are left, asking every
+    ``interval`` seconds (for at most ``timeout``)."""
+    engine = make_engine(settings, pool_size=1)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                async with engine.connect() as conn:
+                    if not (await conn.execute(count)).scalar_one():
+                        return
+                await asyncio.sleep(interval)
+    finally:
+        await engine.dispose()

@@ -36,10 +36,10 @@ from typing import Any
 from sqlalchemy import func, select
 
 from benchmarks.comparison import arguments, bodies, summarize, use_herald_body
-from benchmarks.environment import COMMANDS, BenchHerald, local_herald
+from benchmarks.environment import COMMANDS, BenchHerald, local_herald, until_none
 from benchmarks.load import LoadGenerator
 from devtools.processes import ManagedProcess, herald_argv, wait_http
-from herald.db import Notification, make_engine
+from herald.db import Notification
 from herald.settings import Settings
 
 # Each variant's environment on top of the benchmark's settings, and whether the email
@@ -112,16 +112,8 @@ async def measure_variant(
 
 async def all_settled(settings: Settings) -> None:
     """Wait until every notification submitted so far has come to an end."""
-    engine = make_engine(settings, pool_size=1)
     unsettled = select(func.count()).where(Notification.status.not_in(SETTLED))
-    try:
-        while True:
-            async with engine.connect() as conn:
-                if not (await conn.execute(unsettled)).scalar_one():
-                    return
-            await asyncio.sleep(0.1)
-    finally:
-        await engine.dispose()
+    await until_none(settings, unsettled, 0.1)
 
 
 async def main() -> None:

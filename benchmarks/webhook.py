@@ -5,7 +5,6 @@ dispatcher owes it nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from types import TracebackType
 
@@ -13,7 +12,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import text
 
-from herald.db import make_engine
+from benchmarks.environment import until_none
 from herald.ports import free_port
 from herald.settings import Settings
 
@@ -75,13 +74,4 @@ async def unsubscribe(api_url: str, api_key: str, endpoint_id: str) -> None:
 
 async def drained(settings: Settings, timeout: float = 600.0) -> None:
     """Wait until no webhook message is owed any more."""
-    engine = make_engine(settings, pool_size=1)
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                async with engine.connect() as conn:
-                    if not (await conn.execute(_OWED)).scalar_one():
-                        return
-                await asyncio.sleep(0.2)
-    finally:
-        await engine.dispose()
+    await until_none(settings, _OWED, 0.2, timeout)

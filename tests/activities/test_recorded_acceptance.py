@@ -71,6 +71,15 @@ async def _send_request(activities: EmailActivities, settings: Settings) -> Send
     )
 
 
+async def _accepted(
+    activities: EmailActivities, settings: Settings
+) -> tuple[SendRequest, AsyncEngine]:
+    """``_send_request``, with the database it was accepted in."""
+    engine = activities._engine
+    assert engine is not None
+    return await _send_request(activities, settings), engine
+
+
 def _retry() -> ActivityEnvironment:
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, attempt=2)
@@ -80,9 +89,7 @@ def _retry() -> ActivityEnvironment:
 async def test_a_retry_after_a_recorded_acceptance_sends_no_second_copy(
     email_activities: EmailActivities, settings: Settings, sinks: Sinks
 ) -> None:
-    request = await _send_request(email_activities, settings)
-    engine = email_activities._engine
-    assert engine is not None
+    request, engine = await _accepted(email_activities, settings)
     # What the first attempt recorded before its worker was killed.
     await statuslog.record_event(engine, _recorded_sent(request))
 
@@ -138,9 +145,7 @@ async def test_a_first_attempt_whose_check_is_old_looks_again_and_sends_nothing(
 ) -> None:
     """The workflow task ran again after a crash: ``prepare``'s answer (from before the
     crash, replayed from the history) is old, and the acceptance was logged since."""
-    request = await _send_request(email_activities, settings)
-    engine = email_activities._engine
-    assert engine is not None
+    request, engine = await _accepted(email_activities, settings)
     await statuslog.record_event(engine, _recorded_sent(request))
     old = request.model_copy(update={"checked_at": datetime.now(UTC) - timedelta(seconds=30)})
 
@@ -153,9 +158,7 @@ async def test_a_first_attempt_whose_check_is_old_looks_again_and_sends_nothing(
 async def test_a_first_attempt_logs_sending_then_sent_in_order(
     email_activities: EmailActivities, settings: Settings, sinks: Sinks
 ) -> None:
-    request = await _send_request(email_activities, settings)
-    engine = email_activities._engine
-    assert engine is not None
+    request, engine = await _accepted(email_activities, settings)
     fresh = request.model_copy(update={"checked_at": datetime.now(UTC)})
 
     result: SendResult = await ActivityEnvironment().run(email_activities.send_email, fresh)
@@ -234,9 +237,7 @@ async def engine_tenant(engine: AsyncEngine, request: SendRequest) -> uuid.UUID:
 async def test_prepare_reads_the_cycles_recorded_acceptance_in_its_one_statement(
     email_activities: EmailActivities, settings: Settings
 ) -> None:
-    request = await _send_request(email_activities, settings)
-    engine = email_activities._engine
-    assert engine is not None
+    request, engine = await _accepted(email_activities, settings)
     tenant_id = await engine_tenant(engine, request)
     prepare = PrepareActivities(engine, TemplateActivities(engine, settings))
     asked = PrepareRequest(
